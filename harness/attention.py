@@ -1,0 +1,90 @@
+"""The attention function that lets an :class:`harness.cache.EvictionCache` work in any HF decoder.
+
+Registered with transformers' ``AttentionInterface`` as ``"kv_evict"`` (no modeling-code fork):
+
+- a layer that is not an eviction layer, or has evicted nothing yet and whose policy needs no
+  attention, runs transformers' own sdpa unchanged (so ``full`` is exactly the stock model);
+- otherwise each layer's mask is built from the positions that layer still holds (transformers
+  shares one mask, sized over absolute positions, across all layers);
+- a policy that needs attention gets the softmax attention of the new queries, averaged over each
+  KV group, computed ``query_chunk`` queries at a time (never an L x L matrix); the output is the
+  same attention applied to the values, so nothing is computed twice;
+- after the layer's attention the cache layer may run its policy (every ``n_up`` tokens).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+
+from harness.cache import EvictionLayer, take_pending_layer
+
+NAME = "kv_evict"
+QUERY_CHUNK = 512
+
+
+def eviction_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
+    """``query`` ``[b, heads, q, d]``, ``key``/``value`` ``[b, kv_heads, n, d]`` → ``([b, q, heads, d], None)``."""
+    layer = take_pending_layer()
+    if not isinstance(layer, EvictionLayer) or getattr(module, "layer_idx", layer.layer_idx) != layer.layer_idx:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+    if kwargs.get("s_aux") is not None:
+        raise NotImplementedError("attention sinks (s_aux) are not supported by the eviction cache")
+    scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
+    if layer.needs_attention is None and layer.contiguous:
+        out, _ = sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+    else:
+        mask = layer.attend_mask(attention_mask, query.shape[2])
+        if layer.needs_attention is None:
+            out = _masked_sdpa(query, key, value, mask, scaling)
+        else:
+            out = _attention_with_probs(layer, query, key, value, mask, scaling, kwargs.get("softcap"))
+    layer.maybe_evict()
+    return out, None
+
+
+def _expand_heads(mask: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """``[b, kv_heads, q, n]`` → ``[b, heads, q, n]`` (query head i uses KV head i // group)."""
+    b, h, q, n = mask.shape
+    return mask[:, :, None].expand(b, h, n_heads // h, q, n).reshape(b, n_heads, q, n)
+
+
+def _masked_sdpa(query, key, value, mask, scaling):
+    out = F.scaled_dot_product_attention(
+        query, key, value, attn_mask=_expand_heads(mask, query.shape[1]), scale=scaling, enable_gqa=True
+    )
+    return out.transpose(1, 2).contiguous()
+
+
+def _attention_with_probs(layer: EvictionLayer, query, key, value, mask, scaling, softcap=None):
+    """Eager attention in query chunks; hands the GQA-averaged probabilities to ``layer.observe``."""
+    b, n_heads, q_len, d = query.shape
+    kv_heads = key.shape[1]
+    group = n_heads // kv_heads
+    outs = []
+    for start in range(0, q_len, QUERY_CHUNK):
+        qc = query[:, :, start : start + QUERY_CHUNK].reshape(b, kv_heads, group, -1, d)
+        logits = torch.einsum("bhgqd,bhnd->bhgqn", qc.float(), key.float()) * scaling
+        if softcap is not None:
+            logits = torch.tanh(logits / softcap) * softcap
+        logits = logits.masked_fill(~mask[:, :, None, start : start + QUERY_CHUNK], float("-inf"))
+        probs = logits.softmax(-1)
+        outs.append(torch.einsum("bhgqn,bhnd->bhgqd", probs.to(value.dtype), value))
+        layer.observe(probs.mean(2))
+    out = torch.cat(outs, 3).reshape(b, n_heads, q_len, d)
+    return out.transpose(1, 2).contiguous()
+
+
+def register() -> None:
+    """Make ``"kv_evict"`` a valid ``attn_implementation`` (idempotent)."""
+    AttentionInterface.register(NAME, eviction_attention)
+    ALL_MASK_ATTENTION_FUNCTIONS.register(NAME, sdpa_mask)  # bool masks over absolute positions
+
+
+def attach(model) -> None:
+    """Switch ``model`` to the eviction-aware attention. Without an EvictionCache it is plain sdpa."""
+    register()
+    model.set_attn_implementation(NAME)

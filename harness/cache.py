@@ -1,0 +1,274 @@
+"""The common eviction cache: a transformers ``Cache`` whose full-attention layers call a policy.
+
+Together with :mod:`harness.attention` this is the only code that knows transformers' cache and
+mask internals (transformers 5.x cache layers). Any decoder model uses it through
+``past_key_values=build_cache(model, policy)`` after :func:`harness.attention.attach`.
+
+Per evicting layer the cache stores ``[batch, kv_heads, n_kept, head_dim]`` keys (post-RoPE) and
+values, the absolute sequence index of every kept token (``[batch, kv_heads, n_kept]``) and, in
+``exact`` mode, which slots are real (``valid``). ``get_seq_length()`` returns the number of tokens
+SEEN, so transformers keeps giving new tokens their true absolute positions after eviction; the
+attention function builds each layer's mask from its own kept positions.
+
+Every time the number of tokens seen crosses a multiple of ``n_up`` (prefill chunks and decoding
+alike), the layer hands its policy a :class:`policies.base.LayerView` and keeps what it selects:
+
+- ``original`` mode (the paper's code): every head keeps the same count ``k`` = the maximum over
+  heads (and batch) of the tokens the policy wants; each head takes its ``k`` best-scored tokens.
+- ``exact`` mode: each head keeps exactly its own set; heads with fewer tokens are padded with
+  filler slots that are masked out of attention.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import torch
+import torch.nn.functional as F
+from transformers.cache_utils import DYNAMIC_LAYER_TYPE_MAPPING, Cache, DynamicLayer, get_layer_types_and_kwargs
+
+from policies.base import LayerView, Policy
+
+MODES = ("original", "exact")
+
+# The cache layer that was just updated, read by the attention function of the same layer
+# (transformers does not pass the cache to attention functions).
+_PENDING = threading.local()
+
+
+def take_pending_layer():
+    layer = getattr(_PENDING, "layer", None)
+    _PENDING.layer = None
+    return layer
+
+
+class EvictionLayer(DynamicLayer):
+    """One full-attention layer's cache under an eviction policy. See the module docstring."""
+
+    def __init__(self, policy: Policy, layer_idx: int, n_up: int = 512, mode: str = "original"):
+        super().__init__()
+        if mode not in MODES:
+            raise ValueError(f"unknown cache mode {mode!r}; choose one of {', '.join(MODES)}")
+        if n_up < 1:
+            raise ValueError(f"n_up must be positive, got {n_up}")
+        self.policy, self.layer_idx, self.n_up, self.mode = policy, layer_idx, n_up, mode
+        self._clear()
+
+    def _clear(self):
+        self.positions: torch.Tensor | None = None  # [b, h, n] long
+        self.valid: torch.Tensor | None = None  # [b, h, n] bool; None = every slot is real
+        self.seen = 0
+        self.updated_at = 0  # tokens seen at the last policy update
+        self.n_updates = 0
+        self.contiguous = True  # nothing evicted yet: slots are exactly positions 0..seen-1
+        self.state: dict[str, torch.Tensor] = {}  # policy's per-token state
+        self.attn_sum: torch.Tensor | None = None  # [b, h, n] ("sum" policies)
+        self.attn_rows: list[torch.Tensor] = []  # [b, h, q_i, n_i] ("rows" policies)
+
+    # ---- transformers CacheLayerMixin API -------------------------------------------------------
+    def update(self, key_states, value_states, *args, **kwargs):
+        """Append ``[batch, kv_heads, q, head_dim]`` new keys/values; return all kept ones."""
+        keys, values = super().update(key_states, value_states)
+        b, h, q, _ = key_states.shape
+        new_pos = torch.arange(self.seen, self.seen + q, device=key_states.device).expand(b, h, q)
+        self.positions = new_pos.clone() if self.positions is None else torch.cat([self.positions, new_pos], -1)
+        if self.valid is not None:
+            self.valid = F.pad(self.valid, (0, q), value=True)
+        self.seen += q
+        _PENDING.layer = self
+        return keys, values
+
+    def get_seq_length(self) -> int:
+        return self.seen
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        # transformers builds one mask over absolute positions [0, seen + q); the attention function
+        # gathers the columns of the positions each head still holds.
+        return self.seen + query_length, 0
+
+    def reset(self) -> None:
+        super().reset()
+        self._clear()
+
+    def crop(self, tokens_to_remove: int) -> None:
+        raise NotImplementedError("an eviction cache cannot be cropped (assisted decoding is not supported)")
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        self._map_tokens(lambda t: t.index_select(0, beam_idx.to(t.device)))
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        self._map_tokens(lambda t: t.repeat_interleave(repeats, dim=0))
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        self._map_tokens(lambda t: t[indices])
+
+    # ---- what the attention function calls ------------------------------------------------------
+    @property
+    def needs_attention(self) -> str | None:
+        return self.policy.attention if self.policy.evicts else None
+
+    def attend_mask(self, attention_mask: torch.Tensor | None, q_len: int) -> torch.Tensor:
+        """``[batch, kv_heads, q, n_kept]`` bool: which kept keys each new query may attend.
+
+        ``attention_mask`` is transformers' mask over absolute positions (``[b, 1, q, seen]``, bool
+        or additive float) or ``None`` for plain causal attention.
+        """
+        pos = self.positions
+        b, h, n = pos.shape
+        if attention_mask is None:
+            q_pos = torch.arange(self.seen - q_len, self.seen, device=pos.device)
+            mask = pos[:, :, None, :] <= q_pos[None, None, :, None]
+        else:
+            if attention_mask.dtype != torch.bool:
+                attention_mask = attention_mask == 0
+            full = attention_mask[..., : self.seen].expand(b, h, q_len, -1)
+            mask = full.gather(-1, pos[:, :, None, :].expand(b, h, q_len, n))
+        if self.valid is not None:
+            mask = mask & self.valid[:, :, None, :]
+        return mask
+
+    def observe(self, probs: torch.Tensor) -> None:
+        """Record ``[batch, kv_heads, q, n_kept]`` GQA-averaged attention of the newest queries."""
+        if self.needs_attention == "sum":
+            col = probs.sum(-2)
+            self.attn_sum = col if self.attn_sum is None else _pad_tokens(self.attn_sum, col.shape[-1]) + col
+        elif self.needs_attention == "rows":
+            self.attn_rows.append(probs)
+            rows = sum(r.shape[-2] for r in self.attn_rows)
+            while rows - self.attn_rows[0].shape[-2] >= self.n_up:  # keep only the last n_up rows
+                rows -= self.attn_rows.pop(0).shape[-2]
+
+    def maybe_evict(self) -> None:
+        """Run the policy if the tokens seen crossed a multiple of ``n_up`` since the last update."""
+        if not self.policy.evicts or self.seen // self.n_up == self.updated_at // self.n_up:
+            return
+        n = self.keys.shape[-2]
+        valid = self.valid if self.valid is not None else torch.ones_like(self.positions, dtype=torch.bool)
+        view = LayerView(
+            keys=self.keys,
+            values=self.values,
+            positions=self.positions,
+            valid=valid,
+            seen=self.seen,
+            layer_idx=self.layer_idx,
+            attention=self._collected_attention(n),
+            state={k: _pad_tokens(v, n) for k, v in self.state.items()},
+        )
+        selection = self.policy.select(view)
+        self.state = view.state
+        self.attn_sum, self.attn_rows = None, []
+        self.updated_at = self.seen
+        self.n_updates += 1
+        self._evict(selection.scores, selection.keep & valid, valid)
+
+    # ---- internals -------------------------------------------------------------------------------
+    def _collected_attention(self, n: int) -> torch.Tensor | None:
+        if self.needs_attention == "sum":
+            if self.attn_sum is None:
+                return torch.zeros(self.positions.shape, device=self.positions.device)
+            return _pad_tokens(self.attn_sum, n)
+        if self.needs_attention == "rows":
+            rows = [_pad_keys(r, n) for r in self.attn_rows]
+            return torch.cat(rows, -2)[..., -self.n_up :, :] if rows else None
+        return None
+
+    def _evict(self, scores: torch.Tensor, keep: torch.Tensor, valid: torch.Tensor) -> None:
+        counts = keep.sum(-1)  # [b, h]
+        k = int(counts.max())
+        n = keep.shape[-1]
+        if self.mode == "exact":
+            if bool((counts == n).all()):
+                return
+            # kept tokens first (lowest index first among ties), filler slots after
+            rank = keep.float() * 2 - torch.arange(n, device=keep.device) / (2 * n)
+            idx = rank.topk(k, dim=-1).indices.sort(-1).values
+            new_valid = keep.gather(-1, idx)
+        else:
+            if k == n:
+                return
+            ranked = scores.float().masked_fill(~valid, float("-inf"))
+            idx = torch.sort(ranked, dim=-1, descending=True, stable=True).indices[..., :k].sort(-1).values
+            new_valid = valid.gather(-1, idx)
+        self._map_tokens(lambda t: _gather_tokens(t, idx))
+        self.valid = None if bool(new_valid.all()) else new_valid
+        self.contiguous = False
+
+    def _map_tokens(self, fn) -> None:
+        """Apply ``fn`` to every per-token tensor (token axis 2)."""
+        if self.keys is None or self.positions is None:
+            return
+        self.keys, self.values, self.positions = fn(self.keys), fn(self.values), fn(self.positions)
+        if self.valid is not None:
+            self.valid = fn(self.valid)
+        self.state = {k: fn(v) for k, v in self.state.items()}
+        if self.attn_sum is not None:
+            self.attn_sum = fn(self.attn_sum)
+
+    # ---- statistics ------------------------------------------------------------------------------
+    def stats(self) -> dict:
+        """Physical length, logical per-head kept counts and token oldness, averaged over batch."""
+        if self.positions is None:
+            return {"layer": self.layer_idx, "physical": 0, "logical": 0.0, "per_head": [], "mean_age": 0.0, "updates": 0}
+        valid = self.valid if self.valid is not None else torch.ones_like(self.positions, dtype=torch.bool)
+        per_head = valid.sum(-1).float().mean(0)  # [h]
+        age = ((self.seen - 1) - self.positions).float()
+        mean_age = float((age * valid).sum() / valid.sum())
+        return {
+            "layer": self.layer_idx,
+            "physical": int(self.keys.shape[-2]),
+            "logical": round(float(per_head.mean()), 3),
+            "per_head": [round(float(x), 3) for x in per_head],
+            "mean_age": round(mean_age, 3),
+            "updates": self.n_updates,
+        }
+
+
+def _pad_tokens(t: torch.Tensor, n: int) -> torch.Tensor:
+    """Zero-pad the token axis (dim 2) of ``[b, h, n_old, ...]`` to ``n``."""
+    extra = n - t.shape[2]
+    if extra == 0:
+        return t
+    return torch.cat([t, t.new_zeros(*t.shape[:2], extra, *t.shape[3:])], 2)
+
+
+def _pad_keys(rows: torch.Tensor, n: int) -> torch.Tensor:
+    """Zero-pad the key axis (last) of attention rows ``[b, h, q, n_old]`` to ``n``."""
+    return F.pad(rows, (0, n - rows.shape[-1]))
+
+
+def _gather_tokens(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """Gather ``t`` (``[b, h, n, ...]``) along the token axis with ``idx`` (``[b, h, k]``)."""
+    index = idx.reshape(*idx.shape, *([1] * (t.dim() - 3))).expand(*idx.shape, *t.shape[3:])
+    return t.gather(2, index)
+
+
+class EvictionCache(Cache):
+    """A ``Cache`` for any decoder: full-attention layers evict, other layer kinds stay as they are.
+
+    Sliding-window layers (e.g. Gemma 3's local layers) keep transformers' own window layer.
+    """
+
+    def __init__(self, config, policy: Policy, n_up: int = 512, mode: str = "original"):
+        text_config = config.get_text_config(decoder=True)
+        layer_types, kwargs = get_layer_types_and_kwargs(text_config)
+        layers = [
+            EvictionLayer(policy, i, n_up, mode) if kind == "full_attention" else DYNAMIC_LAYER_TYPE_MAPPING[kind](**kw)
+            for i, (kind, kw) in enumerate(zip(layer_types, kwargs))
+        ]
+        super().__init__(layers=layers)
+        self.policy, self.n_up, self.mode = policy, n_up, mode
+
+    @property
+    def eviction_layers(self) -> list[EvictionLayer]:
+        return [layer for layer in self.layers if isinstance(layer, EvictionLayer)]
+
+    def stats(self) -> list[dict]:
+        """Per-layer statistics; non-evicting layers report their physical length only."""
+        out = []
+        for i, layer in enumerate(self.layers):
+            if isinstance(layer, EvictionLayer):
+                out.append(layer.stats())
+            else:
+                length = 0 if layer.keys is None or layer.keys.dim() < 3 else int(layer.keys.shape[-2])
+                out.append({"layer": i, "physical": length, "evicts": False})
+        return out

@@ -1,0 +1,48 @@
+"""Eviction policies, registered by name.
+
+A new policy is one short file: a dataclass subclass of :class:`policies.base.Policy` (or
+:class:`policies.base.BudgetPolicy`, which only needs a ``score``) decorated with
+``@register_policy("name")``, plus an import line at the bottom of this file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from policies.base import BudgetPolicy, LayerView, Policy, Selection, topk_mask
+
+POLICIES: dict[str, type[Policy]] = {}
+
+
+def register_policy(name: str):
+    """Class decorator: make the policy available as ``--policy name``."""
+
+    def wrap(cls):
+        if name in POLICIES:
+            raise ValueError(f"policy {name!r} registered twice")
+        cls.name = name
+        POLICIES[name] = cls
+        return cls
+
+    return wrap
+
+
+def make_policy(name: str, **options) -> Policy:
+    """Build policy ``name``; options that are ``None`` or not fields of the policy are ignored.
+
+    Raises ``KeyError`` for an unknown name (the CLI turns it into a one-line error).
+    """
+    cls = POLICIES[name]
+    fields = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
+    return cls(**{k: v for k, v in options.items() if k in fields and v is not None})
+
+
+def policy_summary(name: str) -> str:
+    """First line of the policy's docstring, for ``python -m harness list``."""
+    return (POLICIES[name].__doc__ or "").strip().splitlines()[0]
+
+
+# Built-in policies register themselves on import.
+from policies import full, h2o, l2, streaming  # noqa: E402,F401
+
+__all__ = ["POLICIES", "BudgetPolicy", "LayerView", "Policy", "Selection", "make_policy", "register_policy", "topk_mask"]
