@@ -22,6 +22,7 @@ alike), the layer hands its policy a :class:`policies.base.LayerView` and keeps 
 from __future__ import annotations
 
 import threading
+import time
 
 import torch
 import torch.nn.functional as F
@@ -60,6 +61,7 @@ class EvictionLayer(DynamicLayer):
         self.seen = 0
         self.updated_at = 0  # tokens seen at the last policy update
         self.n_updates = 0
+        self.policy_s = 0.0  # wall time spent in policy updates (selection + gather)
         self.contiguous = True  # nothing evicted yet: slots are exactly positions 0..seen-1
         self.state: dict[str, torch.Tensor] = {}  # policy's per-token state
         self.attn_sum: torch.Tensor | None = None  # [b, h, n] ("sum" policies)
@@ -142,6 +144,7 @@ class EvictionLayer(DynamicLayer):
         """Run the policy if the tokens seen crossed a multiple of ``n_up`` since the last update."""
         if not self.policy.evicts or self.seen // self.n_up == self.updated_at // self.n_up:
             return
+        start = time.perf_counter()
         n = self.keys.shape[-2]
         valid = self.valid if self.valid is not None else torch.ones_like(self.positions, dtype=torch.bool)
         view = LayerView(
@@ -160,6 +163,7 @@ class EvictionLayer(DynamicLayer):
         self.updated_at = self.seen
         self.n_updates += 1
         self._evict(selection.scores, selection.keep & valid, valid)
+        self.policy_s += time.perf_counter() - start
 
     # ---- internals -------------------------------------------------------------------------------
     def _collected_attention(self, n: int) -> torch.Tensor | None:
@@ -220,6 +224,7 @@ class EvictionLayer(DynamicLayer):
             "per_head": [round(float(x), 3) for x in per_head],
             "mean_age": round(mean_age, 3),
             "updates": self.n_updates,
+            "policy_s": round(self.policy_s, 4),
         }
 
 

@@ -9,7 +9,9 @@ and gets back a :class:`Selection`. Policies never touch transformers; they see 
 - ``attention``: ``None``, ``[batch, kv_heads, n_keys]`` (``attention="sum"``: attention each key
   received from every query since the previous update, averaged over the query heads of its KV
   group), or ``[batch, kv_heads, n_queries, n_keys]`` (``attention="rows"``: the softmax attention
-  of the last ``n_up`` queries, GQA-averaged, zero where a query came before the key)
+  rows of the queries since the previous update — exactly ``n_up`` when prefill chunks align with
+  ``n_up`` as by default, at most the last ``n_up`` otherwise — GQA-averaged, zero where a query
+  came before the key)
 - ``state``: per-token tensors the policy keeps between updates, ``[batch, kv_heads, n_keys, ...]``;
   the cache zero-fills entries of tokens added since the previous update and gathers them with
   the keys on eviction.

@@ -1,0 +1,140 @@
+"""``python -m harness bench``: prefill/decode tokens per second, peak RSS and policy time.
+
+Each (policy, context length) runs in its own subprocess so peak RSS is that configuration's own.
+The prompt is NIAH haystack text cut to the requested token count; decoding is forced to
+``--decode-tokens`` steps (stop tokens ignored). Results go to ``results/bench/<model>.jsonl`` and a
+Markdown table beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+DEFAULT_POLICIES = "full,h2o,l2,streaming"
+DEFAULT_LENGTHS = "2048,4096,8192"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--policies", default=DEFAULT_POLICIES, help=f"comma-separated (default {DEFAULT_POLICIES})")
+    p.add_argument("--lengths", default=DEFAULT_LENGTHS, help=f"prompt tokens, comma-separated (default {DEFAULT_LENGTHS})")
+    p.add_argument("--model", help="model (default: the embedded smollm2)")
+    p.add_argument("--cache-size", type=float, default=0.25, help="budget: tokens or fraction of the prompt (default 0.25)")
+    p.add_argument("--decode-tokens", type=int, default=64, help="decoding steps to time (default 64)")
+    p.add_argument("--n-up", type=int, default=512)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", default="results/bench", help="output folder (default results/bench)")
+    p.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure POLICY:LENGTH in this process
+
+
+def _measure(args, policy_name: str, length: int) -> dict:
+    """One configuration in this process: prefill, then forced greedy decoding."""
+    import torch
+
+    from harness.attention import attach
+    from harness.cache import EvictionCache
+    from harness.models import load_model
+    from harness.runner import RunConfig, make_sample_policy
+    from tasks.niah import haystack_text
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model, tokenizer, source = load_model(args.model, device=args.device)
+    attach(model)
+    ids = tokenizer(haystack_text(), add_special_tokens=False).input_ids
+    while len(ids) < length:
+        ids = ids + ids
+    input_ids = torch.tensor([ids[:length]], device=args.device)
+    config = RunConfig(policy=policy_name, cache_size=args.cache_size, n_up=args.n_up)
+    policy = make_sample_policy(config, length)
+    cache = EvictionCache(model.config, policy, n_up=args.n_up)
+    with torch.inference_mode():
+        start = time.perf_counter()
+        for s in range(0, length, args.n_up):
+            out = model(input_ids=input_ids[:, s : s + args.n_up], past_key_values=cache, use_cache=True, logits_to_keep=1)
+        prefill_s = time.perf_counter() - start
+        rss_prefill = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        token = out.logits[:, -1].argmax(-1, keepdim=True)
+        start = time.perf_counter()
+        for _ in range(args.decode_tokens):
+            out = model(input_ids=token, past_key_values=cache, use_cache=True)
+            token = out.logits[:, -1].argmax(-1, keepdim=True)
+        decode_s = time.perf_counter() - start
+    stats = [s for s in cache.stats() if s.get("evicts", True)]
+    return {
+        "model": source.name,
+        "policy": policy_name,
+        "length": length,
+        "budget": getattr(policy, "budget", None),
+        "prefill_tok_s": round(length / prefill_s, 1),
+        "decode_tok_s": round(args.decode_tokens / decode_s, 2),
+        "prefill_s": round(prefill_s, 3),
+        "decode_s": round(decode_s, 3),
+        "policy_s": round(sum(s.get("policy_s", 0.0) for s in stats), 3),
+        "peak_rss_mb_prefill": round(rss_prefill, 1),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "final_cache_physical": round(sum(s["physical"] for s in stats) / len(stats), 1),
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def main(args) -> int:
+    if args.one:
+        policy_name, length = args.one.split(":")
+        print(json.dumps(_measure(args, policy_name, int(length))), flush=True)
+        return 0
+    import policies
+    from harness.errors import UsageError, choose
+
+    names = [p for p in args.policies.split(",") if p]
+    for name in names:
+        choose("policy", name, policies.POLICIES)
+    try:
+        lengths = [int(x) for x in args.lengths.split(",") if x]
+    except ValueError:
+        raise UsageError(f"--lengths must be comma-separated integers, got {args.lengths!r}")
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for length in lengths:
+        for name in names:
+            cmd = [sys.executable, "-m", "harness", "bench", "--one", f"{name}:{length}", "--cache-size", str(args.cache_size),
+                   "--decode-tokens", str(args.decode_tokens), "--n-up", str(args.n_up), "--threads", str(args.threads),
+                   "--device", args.device] + (["--model", args.model] if args.model else [])
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            if done.returncode != 0:
+                print(done.stderr[-2000:], file=sys.stderr)
+                raise SystemExit(f"bench of {name} at {length} tokens failed")
+            row = json.loads(done.stdout.strip().splitlines()[-1])
+            rows.append(row)
+            print(f"{name:10s} {length:6d} prefill {row['prefill_tok_s']:8.1f} tok/s  decode {row['decode_tok_s']:6.2f} tok/s  "
+                  f"rss {row['peak_rss_mb']:7.1f} MB  policy {row['policy_s']:6.2f} s", file=sys.stderr, flush=True)
+    model = rows[0]["model"] if rows else "model"
+    with open(out_dir / f"{model}.jsonl", "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+    (out_dir / f"{model}.md").write_text(markdown_table(rows))
+    print(out_dir / f"{model}.md")
+    return 0
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """Bench rows as a Markdown table with decode speed relative to ``full`` at the same length."""
+    full = {r["length"]: r for r in rows if r["policy"] == "full"}
+    lines = [
+        "| policy | prompt tokens | budget | prefill tok/s | decode tok/s | decode vs full | peak RSS MB | policy s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        ref = full.get(r["length"])
+        ratio = f"{r['decode_tok_s'] / ref['decode_tok_s']:.2f}x" if ref else "n/a"
+        lines.append(
+            f"| {r['policy']} | {r['length']} | {r['budget'] or 'all'} | {r['prefill_tok_s']} | {r['decode_tok_s']} | "
+            f"{ratio} | {r['peak_rss_mb']} | {r['policy_s']} |"
+        )
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,133 @@
+"""``python -m harness {run,list,bench}``: the command line. Bad input → one line, exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from harness.errors import UsageError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line instead of argparse's usage block
+        raise UsageError(f"{message} (see: {self.prog} --help)")
+
+
+def _cache_size(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--cache-size must be a number of tokens or a fraction, got {text!r}")
+    return value
+
+
+def _add_run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--policy", default="full", help="eviction policy (see `list`); default: full")
+    p.add_argument("--suite", default="niah", help="benchmark suite (see `list`); default: niah")
+    p.add_argument("--tasks", help="comma-separated subset of the suite's tasks")
+    p.add_argument("--limit", type=int, help="at most N samples per task")
+    p.add_argument(
+        "--model",
+        help="built-in name (smollm2 [default], gemma), a local folder, a .gguf file, or a hub id",
+    )
+    p.add_argument(
+        "--cache-size",
+        type=_cache_size,
+        help="KV budget per layer and KV head: tokens (e.g. 1024) or a fraction of the prompt (e.g. 0.25); "
+        "default: the policy's own (1024 tokens for h2o/l2/streaming)",
+    )
+    p.add_argument("--recent-window", type=int, help="newest tokens always kept by h2o/l2 (default: budget // 2)")
+    p.add_argument("--n-sink", type=int, help="attention-sink tokens kept by streaming (default: 4)")
+    p.add_argument("--cache-mode", default="original", help="original (all heads keep the same count) or exact")
+    p.add_argument("--max-length", type=int, help="context limit in tokens; longer prompts are middle-cropped")
+    p.add_argument("--n-up", type=int, default=512, help="run the policy every N tokens (default 512)")
+    p.add_argument("--prefill-chunk", type=int, help="prompt tokens per forward pass (default: n-up)")
+    p.add_argument("--chat-template", default="auto", help="auto (use the model's if it has one), on or off")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1")
+    p.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
+
+
+def _run(args) -> int:
+    from harness.runner import RunConfig, run
+
+    config = RunConfig(
+        policy=args.policy,
+        suite=args.suite,
+        tasks=[t for t in args.tasks.split(",") if t] if args.tasks else None,
+        limit=args.limit,
+        model=args.model,
+        cache_size=args.cache_size,
+        recent_window=args.recent_window,
+        n_sink=args.n_sink,
+        cache_mode=args.cache_mode,
+        max_length=args.max_length,
+        n_up=args.n_up,
+        prefill_chunk=args.prefill_chunk,
+        chat_template=args.chat_template,
+        seed=args.seed,
+        device=args.device,
+        dtype=args.dtype,
+    )
+    if args.dtype not in ("float32", "bfloat16", "float16"):
+        raise UsageError(f"unknown --dtype {args.dtype!r}; choose one of: float32, bfloat16, float16")
+    run_dir = run(config, out=args.out, progress=not args.quiet)
+    print(run_dir)
+    return 0
+
+
+def _list(args) -> int:
+    import policies
+    import tasks as suites
+    from harness.models import BUILTIN_MODELS
+
+    print("policies:")
+    for name in sorted(policies.POLICIES):
+        print(f"  {name:12s} {policies.policy_summary(name)}")
+    print("suites:")
+    for name in sorted(suites.SUITES):
+        suite = suites.SUITES[name]
+        label = " (generated data)" if suite.generated else ""
+        print(f"  {name}{label}: {', '.join(suite.tasks)}")
+    print(f"models: {', '.join(BUILTIN_MODELS)} (built-in), or a folder / .gguf file / hub id")
+    return 0
+
+
+def _bench(args) -> int:
+    from harness.bench import main as bench_main
+
+    return bench_main(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m harness", description="KV-cache eviction harness (NAMM paper reproduction).")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p_run = sub.add_parser("run", help="evaluate a policy on a suite", description="Evaluate a policy on a suite. "
+                           "Re-running the same command resumes: finished samples are skipped.")
+    _add_run_args(p_run)
+    p_run.add_argument("--out", help="run directory (default: runs/<suite>/<policy>[-cs<size>]-<model>)")
+    p_run.add_argument("--quiet", action="store_true", help="no progress bar")
+    p_run.set_defaults(func=_run)
+
+    p_list = sub.add_parser("list", help="list policies, suites and tasks, built-in models")
+    p_list.set_defaults(func=_list)
+
+    p_bench = sub.add_parser("bench", help="prefill/decode speed and memory per policy and context length")
+    from harness.bench import add_arguments
+
+    add_arguments(p_bench)
+    p_bench.set_defaults(func=_bench)
+    return parser
+
+
+def main(argv=None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return args.func(args)
+    except UsageError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130

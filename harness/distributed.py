@@ -1,0 +1,38 @@
+"""Sharding samples across ``torchrun`` ranks (gloo on CPU, nccl on CUDA)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+@dataclass
+class World:
+    rank: int = 0
+    size: int = 1
+    initialised: bool = False
+
+    @classmethod
+    def from_env(cls, device: str = "cpu") -> "World":
+        """The ``torchrun`` world from its environment variables (a single process otherwise)."""
+        size = int(os.environ.get("WORLD_SIZE", "1"))
+        if size == 1:
+            return cls()
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+        return cls(dist.get_rank(), dist.get_world_size(), True)
+
+    def barrier(self) -> None:
+        if self.initialised:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    def close(self) -> None:
+        if self.initialised:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+            self.initialised = False

@@ -1,0 +1,73 @@
+"""Greedy generation with chunked prefill through any ``Cache`` (the runner's only decoding loop)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Generation:
+    tokens: list[int]
+    prefill_s: float
+    decode_s: float
+
+    @property
+    def decode_tokens_per_s(self) -> float:
+        steps = max(len(self.tokens) - 1, 0)  # the first token comes from the prefill logits
+        return steps / self.decode_s if self.decode_s > 0 else 0.0
+
+
+def stop_token_ids(model, tokenizer) -> set[int]:
+    """End-of-sequence ids from the tokenizer and the model's generation config."""
+    ids = set()
+    for source in (tokenizer.eos_token_id, getattr(model.generation_config, "eos_token_id", None)):
+        if isinstance(source, int):
+            ids.add(source)
+        elif source is not None:
+            ids.update(source)
+    return ids
+
+
+@torch.inference_mode()
+def greedy_generate(
+    model,
+    input_ids: torch.Tensor,
+    cache,
+    max_new_tokens: int,
+    chunk_size: int = 512,
+    stop_ids: set[int] = frozenset(),
+) -> Generation:
+    """Feed ``input_ids`` (``[1, L]``) in ``chunk_size`` chunks, then decode greedily.
+
+    Positions come from the cache (tokens seen), so eviction between chunks is transparent.
+    Stops after ``max_new_tokens`` or at a stop id (which is not returned).
+    """
+    start = time.perf_counter()
+    logits = None
+    for s in range(0, input_ids.shape[1], chunk_size):
+        out = model(input_ids=input_ids[:, s : s + chunk_size], past_key_values=cache, use_cache=True, logits_to_keep=1)
+        logits = out.logits[:, -1]
+    prefill_s = time.perf_counter() - start
+    tokens: list[int] = []
+    start = time.perf_counter()
+    for step in range(max_new_tokens):
+        token = int(logits.argmax(-1))
+        if token in stop_ids:
+            break
+        tokens.append(token)
+        if step + 1 == max_new_tokens:
+            break
+        out = model(input_ids=logits.new_tensor([[token]], dtype=torch.long), past_key_values=cache, use_cache=True)
+        logits = out.logits[:, -1]
+    return Generation(tokens, prefill_s, time.perf_counter() - start)
+
+
+def middle_crop(ids: list[int], budget: int) -> list[int]:
+    """Keep the first and last halves of ``ids`` when longer than ``budget`` (LongBench's truncation)."""
+    if len(ids) <= budget:
+        return ids
+    head = budget // 2
+    return ids[:head] + ids[len(ids) - (budget - head) :]

@@ -1,0 +1,211 @@
+"""The runner: suite samples → model + eviction cache → ``records.jsonl`` → ``metrics.json``.
+
+It knows neither a policy's internals nor a metric's; it moves samples and records, resumes, and
+shards samples across ``torchrun`` ranks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness import distributed, records
+from harness.errors import UsageError, choose
+from harness.metrics import summarise
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines a run; saved as ``config.json`` and compared on resume."""
+
+    policy: str = "full"
+    suite: str = "niah"
+    tasks: list[str] | None = None
+    limit: int | None = None
+    model: str | None = None
+    cache_size: float | None = None  # tokens (>= 1) or a fraction of the prompt (< 1)
+    recent_window: int | None = None
+    n_sink: int | None = None
+    cache_mode: str = "original"
+    max_length: int | None = None
+    n_up: int = 512
+    prefill_chunk: int | None = None  # default: n_up
+    chat_template: str = "auto"
+    seed: int = 0
+    device: str = "cpu"
+    dtype: str = "float32"
+    policy_options: dict = field(default_factory=dict)
+
+    def identity(self) -> dict:
+        """The fields that must match for a run directory to be resumed."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "device"}
+
+
+def validate(config: RunConfig):
+    """Check names and numbers before anything is loaded or written; return (suite, tasks)."""
+    import policies
+    import tasks as suites
+    from harness.cache import MODES
+
+    choose("policy", config.policy, policies.POLICIES)
+    choose("suite", config.suite, suites.SUITES)
+    choose("cache mode", config.cache_mode, MODES)
+    choose("chat-template setting", config.chat_template, ("auto", "on", "off"))
+    suite = suites.get_suite(config.suite)
+    selected = config.tasks or list(suite.tasks)
+    for task in selected:
+        choose(f"task of suite {config.suite}", task, suite.tasks)
+    if config.cache_size is not None and config.cache_size <= 0:
+        raise UsageError(f"--cache-size must be a positive token count or a fraction in (0, 1), got {config.cache_size:g}")
+    for name in ("limit", "n_up", "prefill_chunk", "max_length"):
+        value = getattr(config, name)
+        if value is not None and value < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+    if config.recent_window is not None and config.recent_window < 0:
+        raise UsageError(f"--recent-window must be >= 0, got {config.recent_window}")
+    return suite, selected
+
+
+def budget_for(config: RunConfig, prompt_tokens: int) -> int | None:
+    """Tokens per head the policy may keep for this prompt (``None``: the policy's default)."""
+    if config.cache_size is None:
+        return None
+    if config.cache_size < 1:
+        return max(1, math.ceil(config.cache_size * prompt_tokens))
+    return int(config.cache_size)
+
+
+def make_sample_policy(config: RunConfig, prompt_tokens: int):
+    from policies import make_policy
+
+    options = dict(config.policy_options)
+    options.update(budget=budget_for(config, prompt_tokens), recent_window=config.recent_window, n_sink=config.n_sink)
+    try:
+        return make_policy(config.policy, **options)
+    except ValueError as err:
+        raise UsageError(str(err)) from err
+
+
+def format_prompt(tokenizer, sample, chat_template: str) -> list[int]:
+    use_chat = chat_template == "on" or (chat_template == "auto" and sample.chat and tokenizer.chat_template)
+    if use_chat:
+        if not tokenizer.chat_template:
+            raise UsageError("--chat-template on, but the model's tokenizer has no chat template; use auto or off")
+        ids = tokenizer.apply_chat_template(
+            [{"role": "user", "content": sample.prompt}], add_generation_prompt=True, tokenize=True, return_dict=False
+        )
+        return list(ids)
+    return tokenizer(sample.prompt).input_ids
+
+
+def default_out(config: RunConfig, model_name: str) -> Path:
+    size = "" if config.cache_size is None or config.policy == "full" else f"-cs{config.cache_size:g}"
+    return Path("runs") / config.suite / f"{config.policy}{size}-{model_name}"
+
+
+def prepare_run_dir(run_dir: Path, config: RunConfig, meta: dict) -> None:
+    """Create the run dir with config.json, or check an existing one was made by the same command."""
+    config_path = run_dir / "config.json"
+    if config_path.exists():
+        saved = json.loads(config_path.read_text())
+        if saved.get("run") != config.identity():
+            raise UsageError(f"{run_dir} holds a run with a different configuration; pass a new --out to start another")
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    records.write_json_atomic(config_path, {"run": config.identity(), **meta})
+
+
+def run(config: RunConfig, out: str | Path | None = None, progress: bool = True) -> Path:
+    """Run (or resume) ``config``; return the run directory."""
+    import torch
+
+    from harness.attention import attach
+    from harness.cache import EvictionCache
+    from harness.generation import greedy_generate, middle_crop, stop_token_ids
+    from harness.models import load_model
+
+    suite, selected = validate(config)
+    torch.manual_seed(config.seed)
+    model, tokenizer, source = load_model(config.model, device=config.device, dtype=config.dtype)
+    attach(model)
+    max_length = config.max_length or getattr(model.config.get_text_config(), "max_position_embeddings", 8192)
+    run_dir = Path(out) if out else default_out(config, source.name)
+    world = distributed.World.from_env(config.device)
+    meta = {"model": dataclasses.asdict(source), "max_length_used": max_length, "suite_generated": suite.generated}
+    if world.rank == 0:
+        prepare_run_dir(run_dir, config, meta)
+    world.barrier()
+    prepare_run_dir(run_dir, config, meta)  # every rank checks (rank 0 created it)
+
+    work = []  # (index, sample) in canonical order
+    for task in selected:
+        for i, sample in enumerate(suite.samples(task, tokenizer, max_length=max_length, seed=config.seed)):
+            if config.limit is not None and i >= config.limit:
+                break
+            work.append((len(work), sample))
+    done = records.finished_keys(run_dir)
+    world.barrier()
+    mine = [(i, s) for i, s in work if i % world.size == world.rank and (s.task, s.id) not in done]
+    target = run_dir / records.RECORDS if world.size == 1 else records.rank_file(run_dir, world.rank)
+    stop_ids = stop_token_ids(model, tokenizer)
+    chunk = config.prefill_chunk or config.n_up
+
+    bar = _progress(len(mine), world.rank == 0 and progress, f"{config.suite}/{config.policy}")
+    for index, sample in mine:
+        ids = format_prompt(tokenizer, sample, config.chat_template)
+        budget_tokens = max_length - sample.max_new_tokens
+        cropped = middle_crop(ids, budget_tokens)
+        policy = make_sample_policy(config, len(cropped))
+        cache = EvictionCache(model.config, policy, n_up=config.n_up, mode=config.cache_mode)
+        input_ids = torch.tensor([cropped], device=config.device)
+        gen = greedy_generate(model, input_ids, cache, sample.max_new_tokens, chunk, stop_ids)
+        prediction = tokenizer.decode(gen.tokens, skip_special_tokens=True)
+        stats = cache.stats()
+        evicting = [s for s in stats if s.get("evicts", True)]
+        records.append_record(
+            target,
+            {
+                "index": index,
+                "task": sample.task,
+                "task_id": suite.task_ids.get(sample.task, sample.task),
+                "id": sample.id,
+                "prediction": prediction,
+                "answers": sample.answers,
+                "score": float(suite.score(sample, prediction)),
+                "prompt_tokens": len(ids),
+                "input_tokens": len(cropped),
+                "new_tokens": len(gen.tokens),
+                "generated_data": suite.generated,
+                "budget": getattr(policy, "budget", None),
+                "cache": {
+                    "physical_mean": _mean([s["physical"] for s in evicting]),
+                    "logical_mean": _mean([s["logical"] for s in evicting]),
+                    "layers": stats,
+                },
+                "metadata": sample.metadata,
+                "timing": {"prefill_s": round(gen.prefill_s, 4), "decode_s": round(gen.decode_s, 4)},
+            },
+        )
+        bar.update(1)
+    bar.close()
+    world.barrier()
+    if world.rank == 0:
+        all_records = records.merge_rank_files(run_dir)
+        records.write_json_atomic(run_dir / "metrics.json", summarise(all_records, expected=len(work)))
+    world.barrier()
+    world.close()
+    return run_dir
+
+
+def _mean(values) -> float:
+    return round(sum(values) / len(values), 3) if values else 0.0
+
+
+def _progress(total: int, enabled: bool, desc: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, disable=not enabled, desc=desc, unit="sample", file=sys.stderr, dynamic_ncols=True)

@@ -1,0 +1,42 @@
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """The embedded default model (dequantised once per machine, then cached)."""
+    from harness.models import load_model
+
+    model, tokenizer, _ = load_model()
+    return model, tokenizer
+
+
+def tiny_llama(seed: int = 0):
+    """A randomly initialised 2-layer Llama with grouped-query attention (4 query / 2 KV heads)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=16, max_position_embeddings=512, rope_theta=10000.0,
+    )
+    return LlamaForCausalLM(config).eval()
+
+
+def tiny_gemma3(seed: int = 0, window: int = 8):
+    """A randomly initialised 3-layer Gemma 3 text model: two sliding-window layers, one global."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    torch.manual_seed(seed)
+    config = Gemma3TextConfig(
+        vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=2,
+        num_key_value_heads=1, head_dim=32, max_position_embeddings=512, sliding_window=window,
+        layer_types=["sliding_attention", "sliding_attention", "full_attention"],
+    )
+    return Gemma3ForCausalLM(config).eval()
