@@ -224,7 +224,6 @@ class EvictionLayer(DynamicLayer):
             "per_head": [round(float(x), 3) for x in per_head],
             "mean_age": round(mean_age, 3),
             "updates": self.n_updates,
-            "policy_s": round(self.policy_s, 4),
         }
 
 
@@ -266,6 +265,10 @@ class EvictionCache(Cache):
     @property
     def eviction_layers(self) -> list[EvictionLayer]:
         return [layer for layer in self.layers if isinstance(layer, EvictionLayer)]
+
+    def policy_seconds(self) -> float:
+        """Wall time spent in policy updates (selection + gather) over all layers."""
+        return sum(layer.policy_s for layer in self.eviction_layers)
 
     def stats(self) -> list[dict]:
         """Per-layer statistics; non-evicting layers report their physical length only."""

@@ -187,7 +187,11 @@ def run(config: RunConfig, out: str | Path | None = None, progress: bool = True)
                     "layers": stats,
                 },
                 "metadata": sample.metadata,
-                "timing": {"prefill_s": round(gen.prefill_s, 4), "decode_s": round(gen.decode_s, 4)},
+                "timing": {
+                    "prefill_s": round(gen.prefill_s, 4),
+                    "decode_s": round(gen.decode_s, 4),
+                    "policy_s": round(cache.policy_seconds(), 4),
+                },
             },
         )
         bar.update(1)

@@ -235,11 +235,10 @@ class NIAH(Suite):
         return fits or [max(MIN_LENGTH, max_length - mnt - MARGIN)]
 
     def samples(self, task: str, tokenizer, max_length: int, seed: int = 0) -> Iterator[Sample]:
-        if task not in MAX_NEW_TOKENS:
+        if task not in MAX_NEW_TOKENS:  # raised at the call, not at the first next()
             raise KeyError(f"unknown niah task {task!r}; tasks: {', '.join(self.tasks)}")
-        for length in self.grid_lengths(task, max_length):
-            for depth in self.depths:
-                yield self.make_sample(task, tokenizer, length, depth, seed)
+        grid = [(n, d) for n in self.grid_lengths(task, max_length) for d in self.depths]
+        return (self.make_sample(task, tokenizer, n, d, seed) for n, d in grid)
 
     # -- one sample ------------------------------------------------------------------------------
 
@@ -313,7 +312,7 @@ class NIAH(Suite):
             return text, len(_ids(tokenizer, text)), position
 
         overhead = len(_ids(tokenizer, self._assemble(task, key, "", "")))
-        budget = int(round(0.9*aim - overhead))
+        budget = int(round(aim - overhead))
         best = None
         for _ in range(8):
             text, n_tok, position = build(budget)

@@ -133,7 +133,8 @@ def test_prompt_text(suite, tokenizer):
     n = suite.make_sample("needle", tokenizer, 1024, 0.5)
     assert n.answers == ["eat a sandwich and sit in Dolores Park on a sunny day"]
     assert n.max_new_tokens == 32
-    assert " The best thing to do in San Francisco is eat a sandwich and sit in Dolores Park on a sunny day. " in n.prompt
+    assert f" {niah.NEEDLE} " in n.prompt
+    assert niah.NEEDLE == "The best thing to do in San Francisco is eat a sandwich and sit in Dolores Park on a sunny day."
     assert n.prompt.endswith("\n\nWhat is the best thing to do in San Francisco? Answer in one sentence.")
 
 
@@ -174,7 +175,9 @@ def test_grid_filtering(tokenizer):
 
 def test_unknown_task(suite, tokenizer):
     with pytest.raises(KeyError):
-        list(suite.samples("nope", tokenizer, 4096))
+        suite.samples("nope", tokenizer, 4096)
+    with pytest.raises(KeyError):
+        suite.make_sample("nope", tokenizer, 1024, 0.5)
 
 
 def test_haystack_repeats_when_short(tokenizer, monkeypatch):
