@@ -96,13 +96,13 @@ class EvictionLayer(DynamicLayer):
         raise NotImplementedError("an eviction cache cannot be cropped (assisted decoding is not supported)")
 
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
-        self._map_tokens(lambda t: t.index_select(0, beam_idx.to(t.device)))
+        self._map_batch(lambda t: t.index_select(0, beam_idx.to(t.device)))
 
     def batch_repeat_interleave(self, repeats: int) -> None:
-        self._map_tokens(lambda t: t.repeat_interleave(repeats, dim=0))
+        self._map_batch(lambda t: t.repeat_interleave(repeats, dim=0))
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
-        self._map_tokens(lambda t: t[indices])
+        self._map_batch(lambda t: t[indices])
 
     # ---- what the attention function calls ------------------------------------------------------
     @property
@@ -196,6 +196,11 @@ class EvictionLayer(DynamicLayer):
         self._map_tokens(lambda t: _gather_tokens(t, idx))
         self.valid = None if bool(new_valid.all()) else new_valid
         self.contiguous = False
+
+    def _map_batch(self, fn) -> None:
+        """Apply a batch-axis operation ``fn`` to every per-sequence tensor (beam search, batch expansion)."""
+        self._map_tokens(fn)
+        self.attn_rows = [fn(r) for r in self.attn_rows]
 
     def _map_tokens(self, fn) -> None:
         """Apply ``fn`` to every per-token tensor (token axis 2)."""
