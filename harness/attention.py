@@ -60,21 +60,27 @@ def _masked_sdpa(query, key, value, mask, scaling):
 
 
 def _attention_with_probs(layer: EvictionLayer, query, key, value, mask, scaling, softcap=None):
-    """Eager attention in query chunks; hands the GQA-averaged probabilities to ``layer.observe``."""
+    """Eager attention in query chunks; hands the probabilities (``[b, kv_heads, group, q, n]``) to
+    ``layer.observe``. Matmuls on ``[b, kv_heads, group * q, ...]`` views avoid copying K/V per head."""
     b, n_heads, q_len, d = query.shape
-    kv_heads = key.shape[1]
+    kv_heads, n = key.shape[1], key.shape[2]
     group = n_heads // kv_heads
+    key_t = key.float().transpose(-1, -2)  # [b, h, d, n]
     outs = []
     for start in range(0, q_len, QUERY_CHUNK):
-        qc = query[:, :, start : start + QUERY_CHUNK].reshape(b, kv_heads, group, -1, d)
-        logits = torch.einsum("bhgqd,bhnd->bhgqn", qc.float(), key.float()) * scaling
+        qc = query[:, :, start : start + QUERY_CHUNK]
+        c = qc.shape[2]
+        grouped = (qc.float() * scaling).reshape(b, kv_heads, group * c, d)
+        logits = torch.matmul(grouped, key_t).view(b, kv_heads, group, c, n)
         if softcap is not None:
             logits = torch.tanh(logits / softcap) * softcap
-        logits = logits.masked_fill(~mask[:, :, None, start : start + QUERY_CHUNK], float("-inf"))
+        bias = torch.zeros(mask[:, :, start : start + c].shape, device=query.device)
+        logits += bias.masked_fill_(~mask[:, :, start : start + c], float("-inf"))[:, :, None]
         probs = logits.softmax(-1)
-        outs.append(torch.einsum("bhgqn,bhnd->bhgqd", probs.to(value.dtype), value))
-        layer.observe(probs.mean(2))
-    out = torch.cat(outs, 3).reshape(b, n_heads, q_len, d)
+        out = torch.matmul(probs.view(b, kv_heads, group * c, n).to(value.dtype), value)
+        outs.append(out.view(b, n_heads, c, d))
+        layer.observe(probs)
+    out = torch.cat(outs, 2) if len(outs) > 1 else outs[0]
     return out.transpose(1, 2).contiguous()
 
 

@@ -130,12 +130,13 @@ class EvictionLayer(DynamicLayer):
         return mask
 
     def observe(self, probs: torch.Tensor) -> None:
-        """Record ``[batch, kv_heads, q, n_kept]`` GQA-averaged attention of the newest queries."""
+        """Record the newest queries' attention, ``[batch, kv_heads, group, q, n_kept]`` (softmax
+        rows of each query head, grouped by KV head), reduced to what the policy asked for."""
         if self.needs_attention == "sum":
-            col = probs.sum(-2)
+            col = probs.sum((2, 3)) / probs.shape[2]  # GQA mean, summed over queries: [b, h, n]
             self.attn_sum = col if self.attn_sum is None else _pad_tokens(self.attn_sum, col.shape[-1]) + col
         elif self.needs_attention == "rows":
-            self.attn_rows.append(probs)
+            self.attn_rows.append(probs.mean(2))  # [b, h, q, n]
             rows = sum(r.shape[-2] for r in self.attn_rows)
             while rows - self.attn_rows[0].shape[-2] >= self.n_up:  # keep only the last n_up rows
                 rows -= self.attn_rows.pop(0).shape[-2]

@@ -24,6 +24,12 @@ class World:
             dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
         return cls(dist.get_rank(), dist.get_world_size(), True)
 
+    def device_for(self, device: str) -> str:
+        """Under torchrun, a bare ``cuda`` means this rank's own GPU (``cuda:LOCAL_RANK``)."""
+        if self.initialised and device == "cuda":
+            return f"cuda:{os.environ.get('LOCAL_RANK', self.rank)}"
+        return device
+
     def barrier(self) -> None:
         if self.initialised:
             import torch.distributed as dist

@@ -268,7 +268,7 @@ def test_layer_against_reference(kind, mode, seed):
             n_cur = layer.keys.shape[-2]
             probs = torch.randint(0, 8, (B, H, q, n_cur), generator=g).float() / 4  # exact sums
             ref.observe(probs, layer.positions, layer_valid(layer))
-            layer.observe(probs)
+            layer.observe(probs[:, :, None])  # one query head per KV group
 
         slot_order = [[[int(p) for p in layer.positions[b, h]] for h in range(H)] for b in range(B)]
         n_before = layer.positions.shape[-1]
@@ -347,7 +347,7 @@ def test_h2o_state_accumulates_across_updates():
                 for c in range(layer.positions.shape[-1]):
                     p = int(layer.positions[b, h, c])
                     acc[b][h][p] = acc[b][h].get(p, 0.0) + float(probs[b, h, :, c].sum())
-        layer.observe(probs)
+        layer.observe(probs[:, :, None])  # one query head per KV group
         before = layer.n_updates
         layer.maybe_evict()
         if layer.n_updates > before:
