@@ -14,7 +14,9 @@ Every time the number of tokens seen crosses a multiple of ``n_up`` (prefill chu
 alike), the layer hands its policy a :class:`policies.base.LayerView` and keeps what it selects:
 
 - ``original`` mode (the paper's code): every head keeps the same count ``k`` = the maximum over
-  heads (and batch) of the tokens the policy wants; each head takes its ``k`` best-scored tokens.
+  heads (and batch) of the tokens the policy wants; each head keeps its own wanted tokens and tops
+  them up to ``k`` with its best-scored others (with the paper's "keep if score >= 0" this is
+  exactly "each head keeps its ``k`` best-scored tokens").
 - ``exact`` mode: each head keeps exactly its own set; heads with fewer tokens are padded with
   filler slots that are masked out of attention.
 """
@@ -191,8 +193,10 @@ class EvictionLayer(DynamicLayer):
         else:
             if k == n:
                 return
-            ranked = scores.float().masked_fill(~valid, float("-inf"))
-            idx = torch.sort(ranked, dim=-1, descending=True, stable=True).indices[..., :k].sort(-1).values
+            # each head: its own keep set first, then its best-scored other tokens, up to k
+            by_score = torch.sort(scores.float().masked_fill(~valid, float("-inf")), dim=-1, descending=True, stable=True)
+            kept_first = torch.sort(keep.gather(-1, by_score.indices).to(torch.uint8), dim=-1, descending=True, stable=True)
+            idx = by_score.indices.gather(-1, kept_first.indices[..., :k]).sort(-1).values
             new_valid = valid.gather(-1, idx)
         self._map_tokens(lambda t: _gather_tokens(t, idx))
         self.valid = None if bool(new_valid.all()) else new_valid

@@ -129,9 +129,9 @@ class Reference:
                 if self.mode == "exact" or self.kind != "pattern":
                     # budget policies: every head wants the same count, so both modes agree
                     new = wanted[b][h]
-                else:  # original: each head keeps its k best-scored tokens
-                    order = sorted(self.kept[b][h], key=lambda p: -pattern_score(p, b, h))
-                    new = set(order[:k])
+                else:  # original: each head keeps its own set, topped up to k by its best other scores
+                    others = sorted(self.kept[b][h] - wanted[b][h], key=lambda p: -pattern_score(p, b, h))
+                    new = wanted[b][h] | set(others[: k - len(wanted[b][h])])
                 self.kept[b][h] = new
                 self.acc[b][h] = {p: self.acc[b][h][p] for p in new}
         self.kept_at_update = k
