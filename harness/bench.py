@@ -40,7 +40,7 @@ def _measure(args, policy_name: str, length: int) -> dict:
     from harness.attention import attach
     from harness.cache import EvictionCache
     from harness.models import load_model
-    from harness.runner import RunConfig, make_sample_policy
+    from harness.runner import RunConfig, make_run_policy, policy_for_sample
     from tasks.niah import haystack_text
 
     if args.threads:
@@ -52,7 +52,7 @@ def _measure(args, policy_name: str, length: int) -> dict:
         ids = ids + ids
     input_ids = torch.tensor([ids[:length]], device=args.device)
     config = RunConfig(policy=policy_name, cache_size=args.cache_size, n_up=args.n_up)
-    policy = make_sample_policy(config, length)
+    policy = policy_for_sample(make_run_policy(config), config, length)
     cache = EvictionCache(model.config, policy, n_up=args.n_up)
     with torch.inference_mode():
         start = time.perf_counter()

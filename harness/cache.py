@@ -14,9 +14,10 @@ Every time the number of tokens seen crosses a multiple of ``n_up`` (prefill chu
 alike), the layer hands its policy a :class:`policies.base.LayerView` and keeps what it selects:
 
 - ``original`` mode (the paper's code): every head keeps the same count ``k`` = the maximum over
-  heads (and batch) of the tokens the policy wants; each head keeps its own wanted tokens and tops
-  them up to ``k`` with its best-scored others (with the paper's "keep if score >= 0" this is
-  exactly "each head keeps its ``k`` best-scored tokens").
+  heads of the tokens the policy wants; each head keeps its own wanted tokens and tops them up to
+  ``k`` with its best-scored others (with the paper's "keep if score >= 0" this is exactly "each
+  head keeps its ``k`` best-scored tokens"). ``k`` is per batch element: elements that keep fewer
+  get filler slots, so batch elements never influence each other.
 - ``exact`` mode: each head keeps exactly its own set; heads with fewer tokens are padded with
   filler slots that are masked out of attention.
 """
@@ -191,13 +192,18 @@ class EvictionLayer(DynamicLayer):
             idx = rank.topk(k, dim=-1).indices.sort(-1).values
             new_valid = keep.gather(-1, idx)
         else:
-            if k == n:
+            k_b = counts.max(-1, keepdim=True).values  # [b, 1]: every head of element b keeps k_b
+            if bool((k_b == n).all()):
                 return
-            # each head: its own keep set first, then its best-scored other tokens, up to k
+            # each head: its own keep set first, then its best-scored other tokens, up to the max count
+            # over the heads of its batch element (k_b); slots past k_b are fillers, so batch elements
+            # (e.g. CMA-ES members on copies of a prompt) never influence each other
             by_score = torch.sort(scores.float().masked_fill(~valid, float("-inf")), dim=-1, descending=True, stable=True)
             kept_first = torch.sort(keep.gather(-1, by_score.indices).to(torch.uint8), dim=-1, descending=True, stable=True)
-            idx = by_score.indices.gather(-1, kept_first.indices[..., :k]).sort(-1).values
-            new_valid = valid.gather(-1, idx)
+            order = by_score.indices.gather(-1, kept_first.indices[..., :k])  # [b, h, k], best first
+            real = torch.arange(k, device=keep.device) < k_b[..., None]  # [b, 1, k]
+            idx, perm = order.sort(-1)
+            new_valid = valid.gather(-1, idx) & real.expand_as(order).gather(-1, perm)
         self._map_tokens(lambda t: _gather_tokens(t, idx))
         self.valid = None if bool(new_valid.all()) else new_valid
         self.contiguous = False

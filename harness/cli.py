@@ -39,6 +39,9 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--recent-window", type=int, help="newest tokens always kept by h2o/l2 (default: budget // 2)")
     p.add_argument("--n-sink", type=int, help="attention-sink tokens kept by streaming (default: 4)")
     p.add_argument("--cache-mode", default="original", help="original (all heads keep the same count) or exact")
+    p.add_argument("--policy-checkpoint", help="NAMM checkpoint (.safetensors with its .json sidecar)")
+    p.add_argument("--namm-threshold", type=float, help="NAMM: evict tokens scoring below this (default 0; paper video: 5)")
+    p.add_argument("--namm-gamma", type=float, help="NAMM: EMA discount per token (default: the checkpoint's, 0.99)")
     p.add_argument("--max-length", type=int, help="context limit in tokens; longer prompts are middle-cropped")
     p.add_argument("--n-up", type=int, default=512, help="run the policy every N tokens (default 512)")
     p.add_argument("--prefill-chunk", type=int, help="prompt tokens per forward pass (default: n-up)")
@@ -61,6 +64,9 @@ def _run(args) -> int:
         recent_window=args.recent_window,
         n_sink=args.n_sink,
         cache_mode=args.cache_mode,
+        policy_checkpoint=args.policy_checkpoint,
+        namm_threshold=args.namm_threshold,
+        namm_gamma=args.namm_gamma,
         max_length=args.max_length,
         n_up=args.n_up,
         prefill_chunk=args.prefill_chunk,
@@ -112,6 +118,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p_list = sub.add_parser("list", help="list policies, suites and tasks, built-in models")
     p_list.set_defaults(func=_list)
+
+    from harness import namm_init
+
+    p_init = sub.add_parser("namm-init", help="NAMM checkpoint with normalisation statistics from full-cache runs",
+                            description=namm_init.__doc__.strip().splitlines()[0])
+    namm_init.add_arguments(p_init)
+    p_init.set_defaults(func=namm_init.main)
 
     p_bench = sub.add_parser("bench", help="prefill/decode speed and memory per policy and context length")
     from harness.bench import add_arguments

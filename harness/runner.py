@@ -31,6 +31,9 @@ class RunConfig:
     recent_window: int | None = None
     n_sink: int | None = None
     cache_mode: str = "original"
+    policy_checkpoint: str | None = None
+    namm_threshold: float | None = None
+    namm_gamma: float | None = None
     max_length: int | None = None
     n_up: int = 512
     prefill_chunk: int | None = None  # default: n_up
@@ -79,13 +82,35 @@ def budget_for(config: RunConfig, prompt_tokens: int) -> int | None:
     return int(config.cache_size)
 
 
-def make_sample_policy(config: RunConfig, prompt_tokens: int):
+def make_run_policy(config: RunConfig):
+    """The run's policy, built once (checkpoints load once). Bad settings → :class:`UsageError`."""
     from policies import make_policy
+    from policies.namm.checkpoint import CheckpointError
 
     options = dict(config.policy_options)
-    options.update(budget=budget_for(config, prompt_tokens), recent_window=config.recent_window, n_sink=config.n_sink)
+    fixed_budget = config.cache_size if config.cache_size is not None and config.cache_size >= 1 else None
+    options.update(
+        budget=int(fixed_budget) if fixed_budget else None,
+        recent_window=config.recent_window,
+        n_sink=config.n_sink,
+        checkpoint=config.policy_checkpoint,
+        threshold=config.namm_threshold,
+        gamma=config.namm_gamma,
+        n_up=config.n_up,
+    )
     try:
         return make_policy(config.policy, **options)
+    except (ValueError, CheckpointError) as err:
+        raise UsageError(str(err).splitlines()[0]) from err
+
+
+def policy_for_sample(policy, config: RunConfig, prompt_tokens: int):
+    """``policy`` with its budget set for this prompt when ``--cache-size`` is a fraction."""
+    budget = budget_for(config, prompt_tokens)
+    if budget is None or not hasattr(policy, "budget") or budget == policy.budget:
+        return policy
+    try:
+        return dataclasses.replace(policy, budget=budget)
     except ValueError as err:
         raise UsageError(str(err)) from err
 
@@ -129,6 +154,7 @@ def run(config: RunConfig, out: str | Path | None = None, progress: bool = True)
     from harness.models import load_model
 
     suite, selected = validate(config)
+    run_policy = make_run_policy(config)
     torch.manual_seed(config.seed)
     world = distributed.World.from_env(config.device)
     device = world.device_for(config.device)
@@ -136,7 +162,12 @@ def run(config: RunConfig, out: str | Path | None = None, progress: bool = True)
     attach(model)
     max_length = config.max_length or getattr(model.config.get_text_config(), "max_position_embeddings", 8192)
     run_dir = Path(out) if out else default_out(config, source.name)
-    meta = {"model": dataclasses.asdict(source), "max_length_used": max_length, "suite_generated": suite.generated}
+    meta = {
+        "model": dataclasses.asdict(source),
+        "max_length_used": max_length,
+        "suite_generated": suite.generated,
+        "policy": run_policy.describe(),
+    }
     if world.rank == 0:
         prepare_run_dir(run_dir, config, meta)
     world.barrier()
@@ -160,7 +191,7 @@ def run(config: RunConfig, out: str | Path | None = None, progress: bool = True)
         ids = format_prompt(tokenizer, sample, config.chat_template)
         budget_tokens = max_length - sample.max_new_tokens
         cropped = middle_crop(ids, budget_tokens)
-        policy = make_sample_policy(config, len(cropped))
+        policy = policy_for_sample(run_policy, config, len(cropped))
         cache = EvictionCache(model.config, policy, n_up=config.n_up, mode=config.cache_mode)
         input_ids = torch.tensor([cropped], device=device)
         gen = greedy_generate(model, input_ids, cache, sample.max_new_tokens, chunk, stop_ids)

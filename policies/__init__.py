@@ -43,6 +43,6 @@ def policy_summary(name: str) -> str:
 
 
 # Built-in policies register themselves on import.
-from policies import full, h2o, l2, streaming  # noqa: E402,F401
+from policies import full, h2o, l2, namm, streaming  # noqa: E402,F401
 
 __all__ = ["POLICIES", "BudgetPolicy", "LayerView", "Policy", "Selection", "make_policy", "register_policy", "topk_mask"]

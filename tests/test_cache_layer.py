@@ -123,15 +123,18 @@ class Reference:
                     rest = sorted((p for p in cand if p not in chosen), key=lambda p: (-score[p], slot[p]))
                     chosen += rest[: max(0, budget - len(chosen))]
                     wanted[b][h] = set(chosen)
-        k = max(len(wanted[b][h]) for b in range(B) for h in range(H))
+        # every head of batch element b keeps k_b = the max count over b's heads; the physical
+        # length is the max over elements (shorter elements get filler slots)
+        k_of = [max(len(wanted[b][h]) for h in range(H)) for b in range(B)]
+        k = max(k_of)
         for b in range(B):
             for h in range(H):
                 if self.mode == "exact" or self.kind != "pattern":
                     # budget policies: every head wants the same count, so both modes agree
                     new = wanted[b][h]
-                else:  # original: each head keeps its own set, topped up to k by its best other scores
+                else:  # original: each head keeps its own set, topped up to k_b by its best other scores
                     others = sorted(self.kept[b][h] - wanted[b][h], key=lambda p: -pattern_score(p, b, h))
-                    new = wanted[b][h] | set(others[: k - len(wanted[b][h])])
+                    new = wanted[b][h] | set(others[: k_of[b] - len(wanted[b][h])])
                 self.kept[b][h] = new
                 self.acc[b][h] = {p: self.acc[b][h][p] for p in new}
         self.kept_at_update = k
@@ -310,11 +313,12 @@ def test_layer_against_reference(kind, mode, seed):
                         filler = {int(p) for p, v in zip(layer.positions[b, h], valid[b, h]) if not v}
                         assert not (filler & wanted[b][h])
                         saw_filler |= n_filler > 0
-            else:  # original, uneven wants: all heads keep the max count, all slots real
-                kmax = max(len(wanted[b][h]) for b in range(B) for h in range(H))
-                assert layer.valid is None
-                assert all(c == kmax for row in counts for c in row)
-                assert layer.positions.shape[-1] == kmax
+            else:  # original, uneven wants: all heads of an element keep that element's max count
+                k_of = [max(len(wanted[b][h]) for h in range(H)) for b in range(B)]
+                assert all(c == k_of[b] for b, row in enumerate(counts) for c in row)
+                assert layer.positions.shape[-1] == max(k_of)
+                valid = layer_valid(layer)
+                assert [int((~valid[b]).sum()) for b in range(B)] == [H * (max(k_of) - k_of[b]) for b in range(B)]
                 saw_uneven |= len({len(wanted[b][h]) for b in range(B) for h in range(H)}) > 1
 
     assert layer.n_updates == ref.updates > 10

@@ -92,7 +92,7 @@ def test_lengths_depths_and_metadata(suite, tokenizer, task):
     ]
     for s in samples:
         length, depth = s.metadata["length"], s.metadata["depth"]
-        assert isinstance(s, Sample) and s.task == task and s.chat is True
+        assert isinstance(s, Sample) and s.task == task and s.chat is (task == "needle")
         assert s.id == f"{task}-{length}-{depth}"
         actual = n_tokens(tokenizer, s.prompt)
         assert s.metadata["prompt_tokens"] == actual

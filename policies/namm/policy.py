@@ -1,0 +1,109 @@
+"""Neural Attention Memory Models as eviction policies: ``namm_bam`` and ``namm_mlp``.
+
+At every update (``n_up`` tokens) and for every layer and KV head: attention rows of the queries
+since the previous update → per-token spectrogram EMA (:mod:`policies.namm.features`) → frozen
+z-normalisation + oldness embedding (25 features) → a scorer shared by all layers and heads
+(:mod:`policies.namm.scorers`) → evict tokens scoring below ``threshold`` (the newest token is
+always kept). With all-zero parameters every score is 0 and nothing is evicted.
+
+Parameters come from a checkpoint (:mod:`policies.namm.checkpoint`); without one the policy uses
+the shipped default checkpoint when there is one, else zero parameters (keeps everything, with a
+warning). ``params`` can be replaced by a ``[n_params]`` vector or a ``[batch, n_params]`` batch
+(batch element i scored with vector i) — the form CMA-ES fitting uses.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+
+from policies.base import LayerView, Policy, Selection
+from policies.namm.checkpoint import load_checkpoint
+from policies.namm.features import FeatureConfig, RunningStats, normalise, spectrogram_ema, token_features
+from policies.namm.scorers import SCORERS
+
+SHIPPED = Path(__file__).parent / "checkpoints"
+
+
+@dataclass
+class NAMMPolicy(Policy):
+    """Base class; subclasses set ``architecture``."""
+
+    architecture: ClassVar[str] = ""
+    attention = "rows"
+
+    checkpoint: str | None = None
+    threshold: float = 0.0
+    gamma: float | None = None  # EMA discount per token; default: the checkpoint's (paper: 0.99)
+    collect_stats: bool = False  # observe only: keep everything, accumulate feature statistics
+    params: torch.Tensor | None = field(default=None, repr=False)
+    norm_mean: torch.Tensor | None = field(default=None, repr=False)
+    norm_var: torch.Tensor | None = field(default=None, repr=False)
+    n_up: int = 512
+
+    def __post_init__(self):
+        self.scorer = SCORERS[self.architecture]()
+        hyper = {}
+        path = self.checkpoint or self._shipped()
+        if path is not None and self.params is None:
+            ckpt = load_checkpoint(path, expect_architecture=self.architecture)
+            self.params, self.norm_mean, self.norm_var = ckpt.params, ckpt.norm_mean, ckpt.norm_var
+            hyper = ckpt.hyperparameters
+        elif self.params is None:
+            warnings.warn(
+                f"{self.name}: no checkpoint given and none shipped yet; using zero parameters, which keep "
+                "every token (pass --policy-checkpoint PATH)",
+                stacklevel=1,
+            )
+            self.params = torch.zeros(self.scorer.n_params)
+        gamma = self.gamma if self.gamma is not None else hyper.get("gamma", 0.99)
+        self.features = FeatureConfig(gamma=gamma, n_up=self.n_up)
+        if self.norm_mean is None:
+            self.norm_mean = torch.zeros(self.features.n_freq)
+            self.norm_var = torch.ones(self.features.n_freq)
+        self.stats = RunningStats(self.features.n_freq) if self.collect_stats else None
+
+    def _shipped(self) -> str | None:
+        path = SHIPPED / f"{self.name}.safetensors"
+        return str(path) if path.exists() else None
+
+    def select(self, view: LayerView) -> Selection:
+        rows = view.attention  # [b, h, Q, n]
+        hop = self.features.hop
+        rows = rows[..., rows.shape[-2] % hop :, :]  # whole hops only (drop the oldest rows if needed)
+        num_new = int((view.positions[0, 0] >= view.seen - rows.shape[-2]).sum())  # arrived during these rows
+        carry, prev = view.state.get("namm_carry"), view.state.get("namm_ema")  # None at the first update
+        ema, view.state["namm_carry"] = spectrogram_ema(rows, carry, prev, self.features, num_new=num_new)
+        view.state["namm_ema"] = ema
+        if self.stats is not None:
+            self.stats.update(ema, view.valid)
+            keep = view.valid.clone()
+            return Selection(torch.zeros_like(keep, dtype=torch.float32), keep)
+        x = token_features(normalise(ema, self.norm_mean.to(ema), self.norm_var.to(ema)), view.age, self.features)
+        scores = self.scorer.score(x, view.valid, self.params.to(x))
+        scores = scores.masked_fill(view.positions == view.seen - 1, math.inf)  # the newest token stays
+        return Selection(scores, (scores >= self.threshold) & view.valid)
+
+    def get_params(self) -> torch.Tensor:
+        return self.params.clone()
+
+    def set_params(self, params: torch.Tensor) -> None:
+        """``[n_params]`` or ``[batch, n_params]`` (one vector per batch element)."""
+        if params.shape[-1] != self.scorer.n_params:
+            raise ValueError(f"{self.name} has {self.scorer.n_params} parameters, got a vector of {params.shape[-1]}")
+        self.params = params
+
+    def describe(self) -> dict:
+        return {
+            "name": self.name,
+            "architecture": self.architecture,
+            "checkpoint": self.checkpoint or self._shipped(),
+            "threshold": self.threshold,
+            "gamma": self.features.gamma,
+            "n_params": self.scorer.n_params,
+        }
