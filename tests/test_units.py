@@ -71,5 +71,5 @@ def test_metrics_average_over_tasks():
 def test_list_names_every_policy_and_suite(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
-    for name in ("full", "h2o", "l2", "streaming", "niah", "passkey", "needle", "generated data"):
+    for name in ("full", "h2o", "l2", "streaming", "namm_bam", "namm_mlp", "niah", "passkey", "needle", "generated data"):
         assert name in out
