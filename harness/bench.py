@@ -25,6 +25,7 @@ def add_arguments(p) -> None:
     p.add_argument("--lengths", default=DEFAULT_LENGTHS, help=f"prompt tokens, comma-separated (default {DEFAULT_LENGTHS})")
     p.add_argument("--model", help="model (default: the embedded smollm2)")
     p.add_argument("--cache-size", type=float, default=0.25, help="budget: tokens or fraction of the prompt (default 0.25)")
+    p.add_argument("--policy-checkpoint", help="NAMM checkpoint for namm_* policies (default: zero parameters)")
     p.add_argument("--decode-tokens", type=int, default=64, help="decoding steps to time (default 64)")
     p.add_argument("--n-up", type=int, default=512)
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
@@ -51,7 +52,8 @@ def _measure(args, policy_name: str, length: int) -> dict:
     while len(ids) < length:
         ids = ids + ids
     input_ids = torch.tensor([ids[:length]], device=args.device)
-    config = RunConfig(policy=policy_name, cache_size=args.cache_size, n_up=args.n_up)
+    checkpoint = args.policy_checkpoint if policy_name.startswith("namm") else None
+    config = RunConfig(policy=policy_name, cache_size=args.cache_size, n_up=args.n_up, policy_checkpoint=checkpoint)
     policy = policy_for_sample(make_run_policy(config), config, length)
     cache = EvictionCache(model.config, policy, n_up=args.n_up)
     with torch.inference_mode():
@@ -77,6 +79,8 @@ def _measure(args, policy_name: str, length: int) -> dict:
         "prefill_s": round(prefill_s, 3),
         "decode_s": round(decode_s, 3),
         "policy_s": round(cache.policy_seconds(), 3),
+        "policy_fraction": round(cache.policy_seconds() / (prefill_s + decode_s), 4),
+        **{f"{k}_s": round(v, 3) for k, v in getattr(policy, "seconds", {}).items()},  # NAMM breakdown
         "peak_rss_mb_prefill": round(rss_prefill, 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "final_cache_physical": round(sum(s["physical"] for s in stats) / len(stats), 1),
@@ -106,7 +110,8 @@ def main(args) -> int:
         for name in names:
             cmd = [sys.executable, "-m", "harness", "bench", "--one", f"{name}:{length}", "--cache-size", str(args.cache_size),
                    "--decode-tokens", str(args.decode_tokens), "--n-up", str(args.n_up), "--threads", str(args.threads),
-                   "--device", args.device] + (["--model", args.model] if args.model else [])
+                   "--device", args.device] + (["--model", args.model] if args.model else []) \
+                + (["--policy-checkpoint", args.policy_checkpoint] if args.policy_checkpoint else [])
             done = subprocess.run(cmd, capture_output=True, text=True)
             if done.returncode != 0:
                 print(done.stderr[-2000:], file=sys.stderr)
@@ -114,7 +119,7 @@ def main(args) -> int:
             row = json.loads(done.stdout.strip().splitlines()[-1])
             rows.append(row)
             print(f"{name:10s} {length:6d} prefill {row['prefill_tok_s']:8.1f} tok/s  decode {row['decode_tok_s']:6.2f} tok/s  "
-                  f"rss {row['peak_rss_mb']:7.1f} MB  policy {row['policy_s']:6.2f} s", file=sys.stderr, flush=True)
+                  f"rss {row['peak_rss_mb']:7.1f} MB  policy {row['policy_s']:6.2f} s ({100 * row['policy_fraction']:.1f}%)", file=sys.stderr, flush=True)
     model = rows[0]["model"] if rows else "model"
     with open(out_dir / f"{model}.jsonl", "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in rows)
@@ -127,14 +132,14 @@ def markdown_table(rows: list[dict]) -> str:
     """Bench rows as a Markdown table with decode speed relative to ``full`` at the same length."""
     full = {r["length"]: r for r in rows if r["policy"] == "full"}
     lines = [
-        "| policy | prompt tokens | budget | prefill tok/s | decode tok/s | decode vs full | peak RSS MB | policy s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| policy | prompt tokens | budget | prefill tok/s | decode tok/s | decode vs full | peak RSS MB | policy s | policy % of forward |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         ref = full.get(r["length"])
         ratio = f"{r['decode_tok_s'] / ref['decode_tok_s']:.2f}x" if ref else "n/a"
         lines.append(
             f"| {r['policy']} | {r['length']} | {r['budget'] or 'all'} | {r['prefill_tok_s']} | {r['decode_tok_s']} | "
-            f"{ratio} | {r['peak_rss_mb']} | {r['policy_s']} |"
+            f"{ratio} | {r['peak_rss_mb']} | {r['policy_s']} | {100 * r.get('policy_fraction', 0):.1f} |"
         )
     return "\n".join(lines) + "\n"

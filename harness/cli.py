@@ -122,7 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     from harness import namm_init
 
     p_init = sub.add_parser("namm-init", help="NAMM checkpoint with normalisation statistics from full-cache runs",
-                            description=namm_init.__doc__.strip().splitlines()[0])
+                            description="Write a NAMM checkpoint: normalisation statistics from full-cache "
+                            "prefills of a task (paper App. A.2) and zero or N(0, sigma^2) parameters.")
     namm_init.add_arguments(p_init)
     p_init.set_defaults(func=namm_init.main)
 

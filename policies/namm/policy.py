@@ -15,6 +15,7 @@ warning). ``params`` can be replaced by a ``[n_params]`` vector or a ``[batch, n
 from __future__ import annotations
 
 import math
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,12 +68,14 @@ class NAMMPolicy(Policy):
             self.norm_mean = torch.zeros(self.features.n_freq)
             self.norm_var = torch.ones(self.features.n_freq)
         self.stats = RunningStats(self.features.n_freq) if self.collect_stats else None
+        self.seconds = {"features": 0.0, "scorer": 0.0}  # wall time, summed over layers and updates
 
     def _shipped(self) -> str | None:
         path = SHIPPED / f"{self.name}.safetensors"
         return str(path) if path.exists() else None
 
     def select(self, view: LayerView) -> Selection:
+        start = time.perf_counter()
         rows = view.attention  # [b, h, Q, n]
         hop = self.features.hop
         rows = rows[..., rows.shape[-2] % hop :, :]  # whole hops only (drop the oldest rows if needed)
@@ -85,7 +88,10 @@ class NAMMPolicy(Policy):
             keep = view.valid.clone()
             return Selection(torch.zeros_like(keep, dtype=torch.float32), keep)
         x = token_features(normalise(ema, self.norm_mean.to(ema), self.norm_var.to(ema)), view.age, self.features)
+        middle = time.perf_counter()
         scores = self.scorer.score(x, view.valid, self.params.to(x))
+        self.seconds["features"] += middle - start
+        self.seconds["scorer"] += time.perf_counter() - middle
         scores = scores.masked_fill(view.positions == view.seen - 1, math.inf)  # the newest token stays
         return Selection(scores, (scores >= self.threshold) & view.valid)
 
