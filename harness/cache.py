@@ -225,13 +225,16 @@ class EvictionLayer(DynamicLayer):
             self.attn_sum = fn(self.attn_sum)
 
     # ---- statistics ------------------------------------------------------------------------------
-    def stats(self) -> dict:
-        """Physical length, logical per-head kept counts and token oldness, averaged over batch."""
+    def stats(self, element: int | None = None) -> dict:
+        """Physical length, logical per-head kept counts and token oldness, averaged over the batch
+        (or for batch element ``element`` only)."""
         if self.positions is None:
             return {"layer": self.layer_idx, "physical": 0, "logical": 0.0, "per_head": [], "mean_age": 0.0, "updates": 0}
+        positions = self.positions if element is None else self.positions[element : element + 1]
         valid = self.valid if self.valid is not None else torch.ones_like(self.positions, dtype=torch.bool)
+        valid = valid if element is None else valid[element : element + 1]
         per_head = valid.sum(-1).float().mean(0)  # [h]
-        age = ((self.seen - 1) - self.positions).float()
+        age = ((self.seen - 1) - positions).float()
         mean_age = float((age * valid).sum() / valid.sum())
         return {
             "layer": self.layer_idx,
@@ -286,12 +289,13 @@ class EvictionCache(Cache):
         """Wall time spent in policy updates (selection + gather) over all layers."""
         return sum(layer.policy_s for layer in self.eviction_layers)
 
-    def stats(self) -> list[dict]:
-        """Per-layer statistics; non-evicting layers report their physical length only."""
+    def stats(self, element: int | None = None) -> list[dict]:
+        """Per-layer statistics (batch mean, or batch element ``element``); non-evicting layers
+        report their physical length only."""
         out = []
         for i, layer in enumerate(self.layers):
             if isinstance(layer, EvictionLayer):
-                out.append(layer.stats())
+                out.append(layer.stats(element))
             else:
                 length = 0 if layer.keys is None or layer.keys.dim() < 3 else int(layer.keys.shape[-2])
                 out.append({"layer": i, "physical": length, "evicts": False})

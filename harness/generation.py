@@ -10,9 +10,10 @@ import torch
 
 @dataclass
 class Generation:
-    tokens: list[int]
+    tokens: list[int]  # batch element 0 (the runner's single prompt)
     prefill_s: float
     decode_s: float
+    batch_tokens: list[list[int]] | None = None  # every batch element's tokens
 
     @property
     def decode_tokens_per_s(self) -> float:
@@ -40,10 +41,11 @@ def greedy_generate(
     chunk_size: int = 512,
     stop_ids: set[int] = frozenset(),
 ) -> Generation:
-    """Feed ``input_ids`` (``[1, L]``) in ``chunk_size`` chunks, then decode greedily.
+    """Feed ``input_ids`` (``[batch, L]``) in ``chunk_size`` chunks, then decode greedily.
 
     Positions come from the cache (tokens seen), so eviction between chunks is transparent.
-    Stops after ``max_new_tokens`` or at a stop id (which is not returned).
+    Each batch element stops after ``max_new_tokens`` or at a stop id (which is not returned);
+    finished elements keep being fed their stop token until every element is done.
     """
     start = time.perf_counter()
     logits = None
@@ -51,18 +53,23 @@ def greedy_generate(
         out = model(input_ids=input_ids[:, s : s + chunk_size], past_key_values=cache, use_cache=True, logits_to_keep=1)
         logits = out.logits[:, -1]
     prefill_s = time.perf_counter() - start
-    tokens: list[int] = []
+    batch = input_ids.shape[0]
+    tokens: list[list[int]] = [[] for _ in range(batch)]
+    done = [False] * batch
     start = time.perf_counter()
     for step in range(max_new_tokens):
-        token = int(logits.argmax(-1))
-        if token in stop_ids:
+        next_tokens = logits.argmax(-1)
+        for i, token in enumerate(next_tokens.tolist()):
+            if not done[i]:
+                if token in stop_ids:
+                    done[i] = True
+                else:
+                    tokens[i].append(token)
+        if all(done) or step + 1 == max_new_tokens:
             break
-        tokens.append(token)
-        if step + 1 == max_new_tokens:
-            break
-        out = model(input_ids=logits.new_tensor([[token]], dtype=torch.long), past_key_values=cache, use_cache=True)
+        out = model(input_ids=next_tokens[:, None], past_key_values=cache, use_cache=True)
         logits = out.logits[:, -1]
-    return Generation(tokens, prefill_s, time.perf_counter() - start)
+    return Generation(tokens[0], prefill_s, time.perf_counter() - start, tokens)
 
 
 def middle_crop(ids: list[int], budget: int) -> list[int]:

@@ -39,7 +39,7 @@ def collect_statistics(model, tokenizer, samples, architecture: str, n_up: int, 
     from harness.attention import attach
     from harness.cache import EvictionCache
     from harness.generation import greedy_generate, middle_crop
-    from harness.runner import format_prompt
+    from harness.evaluate import format_prompt
     from policies import make_policy
     from policies.namm.scorers import SCORERS
 

@@ -115,18 +115,6 @@ def policy_for_sample(policy, config: RunConfig, prompt_tokens: int):
         raise UsageError(str(err)) from err
 
 
-def format_prompt(tokenizer, sample, chat_template: str) -> list[int]:
-    use_chat = chat_template == "on" or (chat_template == "auto" and sample.chat and tokenizer.chat_template)
-    if use_chat:
-        if not tokenizer.chat_template:
-            raise UsageError("--chat-template on, but the model's tokenizer has no chat template; use auto or off")
-        ids = tokenizer.apply_chat_template(
-            [{"role": "user", "content": sample.prompt}], add_generation_prompt=True, tokenize=True, return_dict=False
-        )
-        return list(ids)
-    return tokenizer(sample.prompt).input_ids
-
-
 def default_out(config: RunConfig, model_name: str) -> Path:
     size = "" if config.cache_size is None or config.policy == "full" else f"-cs{config.cache_size:g}"
     return Path("runs") / config.suite / f"{config.policy}{size}-{model_name}"
@@ -149,8 +137,7 @@ def run(config: RunConfig, out: str | Path | None = None, progress: bool = True)
     import torch
 
     from harness.attention import attach
-    from harness.cache import EvictionCache
-    from harness.generation import greedy_generate, middle_crop, stop_token_ids
+    from harness.evaluate import Evaluator
     from harness.models import load_model
 
     suite, selected = validate(config)
@@ -183,21 +170,14 @@ def run(config: RunConfig, out: str | Path | None = None, progress: bool = True)
     world.barrier()
     mine = [(i, s) for i, s in work if i % world.size == world.rank and (s.task, s.id) not in done]
     target = run_dir / records.RECORDS if world.size == 1 else records.rank_file(run_dir, world.rank)
-    stop_ids = stop_token_ids(model, tokenizer)
-    chunk = config.prefill_chunk or config.n_up
+    evaluator = Evaluator(model, tokenizer, suite, max_length, config.n_up, config.cache_mode, config.prefill_chunk,
+                          config.chat_template, device)
 
     bar = _progress(len(mine), world.rank == 0 and progress, f"{config.suite}/{config.policy}")
     for index, sample in mine:
-        ids = format_prompt(tokenizer, sample, config.chat_template)
-        budget_tokens = max_length - sample.max_new_tokens
-        cropped = middle_crop(ids, budget_tokens)
+        ids, cropped = evaluator.inputs(sample)
         policy = policy_for_sample(run_policy, config, len(cropped))
-        cache = EvictionCache(model.config, policy, n_up=config.n_up, mode=config.cache_mode)
-        input_ids = torch.tensor([cropped], device=device)
-        gen = greedy_generate(model, input_ids, cache, sample.max_new_tokens, chunk, stop_ids)
-        prediction = tokenizer.decode(gen.tokens, skip_special_tokens=True)
-        stats = cache.stats()
-        evicting = [s for s in stats if s.get("evicts", True)]
+        result = evaluator.evaluate(sample, policy, cropped=cropped)[0]
         records.append_record(
             target,
             {
@@ -205,25 +185,17 @@ def run(config: RunConfig, out: str | Path | None = None, progress: bool = True)
                 "task": sample.task,
                 "task_id": suite.task_ids.get(sample.task, sample.task),
                 "id": sample.id,
-                "prediction": prediction,
+                "prediction": result["prediction"],
                 "answers": sample.answers,
-                "score": float(suite.score(sample, prediction)),
+                "score": result["score"],
                 "prompt_tokens": len(ids),
                 "input_tokens": len(cropped),
-                "new_tokens": len(gen.tokens),
+                "new_tokens": result["new_tokens"],
                 "generated_data": suite.generated,
                 "budget": getattr(policy, "budget", None),
-                "cache": {
-                    "physical_mean": _mean([s["physical"] for s in evicting]),
-                    "logical_mean": _mean([s["logical"] for s in evicting]),
-                    "layers": stats,
-                },
+                "cache": result["cache"],
                 "metadata": sample.metadata,
-                "timing": {
-                    "prefill_s": round(gen.prefill_s, 4),
-                    "decode_s": round(gen.decode_s, 4),
-                    "policy_s": round(cache.policy_seconds(), 4),
-                },
+                "timing": result["timing"],
             },
         )
         bar.update(1)
@@ -235,10 +207,6 @@ def run(config: RunConfig, out: str | Path | None = None, progress: bool = True)
     world.barrier()
     world.close()
     return run_dir
-
-
-def _mean(values) -> float:
-    return round(sum(values) / len(values), 3) if values else 0.0
 
 
 def _progress(total: int, enabled: bool, desc: str):

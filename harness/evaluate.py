@@ -1,0 +1,81 @@
+"""One sample through the model under a policy: the only evaluation loop (``run`` and ``fit`` use it).
+
+A sample can be evaluated as a batch of copies of its prompt, batch element i scored under
+parameter vector i of a NAMM policy (CMA-ES population members share one forward pass).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from harness.cache import EvictionCache
+from harness.errors import UsageError
+from harness.generation import greedy_generate, middle_crop, stop_token_ids
+
+
+def format_prompt(tokenizer, sample, chat_template: str) -> list[int]:
+    use_chat = chat_template == "on" or (chat_template == "auto" and sample.chat and tokenizer.chat_template)
+    if use_chat:
+        if not tokenizer.chat_template:
+            raise UsageError("--chat-template on, but the model's tokenizer has no chat template; use auto or off")
+        ids = tokenizer.apply_chat_template(
+            [{"role": "user", "content": sample.prompt}], add_generation_prompt=True, tokenize=True, return_dict=False
+        )
+        return list(ids)
+    return tokenizer(sample.prompt).input_ids
+
+
+@dataclass
+class Evaluator:
+    model: object
+    tokenizer: object
+    suite: object
+    max_length: int
+    n_up: int = 512
+    cache_mode: str = "original"
+    prefill_chunk: int | None = None
+    chat_template: str = "auto"
+    device: str = "cpu"
+
+    def __post_init__(self):
+        self.stop_ids = stop_token_ids(self.model, self.tokenizer)
+
+    def inputs(self, sample) -> tuple[list[int], list[int]]:
+        """``(prompt ids, ids fed to the model)``: middle-cropped to ``max_length - max_new_tokens``."""
+        ids = format_prompt(self.tokenizer, sample, self.chat_template)
+        return ids, middle_crop(ids, self.max_length - sample.max_new_tokens)
+
+    def evaluate(self, sample, policy, batch: int = 1, cropped: list[int] | None = None) -> list[dict]:
+        """Generate and score; one result per batch element (prediction, score, cache, timing)."""
+        cropped = cropped if cropped is not None else self.inputs(sample)[1]
+        cache = EvictionCache(self.model.config, policy, n_up=self.n_up, mode=self.cache_mode)
+        input_ids = torch.tensor([cropped], device=self.device).expand(batch, -1)
+        gen = greedy_generate(self.model, input_ids, cache, sample.max_new_tokens, self.prefill_chunk or self.n_up,
+                              self.stop_ids)
+        results = []
+        for i, tokens in enumerate(gen.batch_tokens):
+            prediction = self.tokenizer.decode(tokens, skip_special_tokens=True)
+            stats = cache.stats(i if batch > 1 else None)
+            evicting = [s for s in stats if s.get("evicts", True)]
+            results.append({
+                "prediction": prediction,
+                "score": float(self.suite.score(sample, prediction)),
+                "new_tokens": len(tokens),
+                "cache": {
+                    "physical_mean": _mean([s["physical"] for s in evicting]),
+                    "logical_mean": _mean([s["logical"] for s in evicting]),
+                    "layers": stats,
+                },
+                "timing": {
+                    "prefill_s": round(gen.prefill_s, 4),
+                    "decode_s": round(gen.decode_s, 4),
+                    "policy_s": round(cache.policy_seconds(), 4),
+                },
+            })
+        return results
+
+
+def _mean(values) -> float:
+    return round(sum(values) / len(values), 3) if values else 0.0
