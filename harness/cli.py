@@ -127,6 +127,14 @@ def build_parser() -> argparse.ArgumentParser:
     namm_init.add_arguments(p_init)
     p_init.set_defaults(func=namm_init.main)
 
+    from harness.fit import command as fit_command
+
+    p_fit = sub.add_parser("fit", help="fit a NAMM with CMA-ES in incremental stages (resumable)",
+                           description="Fit a NAMM's parameters with CMA-ES, stage by stage (paper §3.3). "
+                           "Re-running the same command resumes from the last completed generation.")
+    fit_command.add_arguments(p_fit)
+    p_fit.set_defaults(func=fit_command.main)
+
     p_bench = sub.add_parser("bench", help="prefill/decode speed and memory per policy and context length")
     from harness.bench import add_arguments
 

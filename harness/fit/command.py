@@ -1,0 +1,52 @@
+"""``python -m harness fit``: command-line arguments → :class:`harness.fit.loop.FitConfig`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from harness.errors import UsageError
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--policy", default="namm_bam", help="namm_bam (default) or namm_mlp")
+    p.add_argument("--suite", default="niah", help="suite whose tasks are fitted (default niah)")
+    p.add_argument("--stages", action="append", metavar="TASKS[:GENERATIONS]",
+                   help="one per stage, e.g. --stages passkey:300 --stages needle:250; a stage ADDS its tasks "
+                        "and starts from the previous stage's best mean (default generations 10)")
+    p.add_argument("--popsize", type=int, default=32, help="CMA-ES population (paper 32)")
+    p.add_argument("--elite-ratio", type=float, default=0.5)
+    p.add_argument("--sigma0", type=float, default=0.065, help="initial step size (paper's code 0.065)")
+    p.add_argument("--mean0", type=float, default=0.0)
+    p.add_argument("--prompts-per-task", type=int, default=64, help="training prompts sampled per task and generation")
+    p.add_argument("--val-fraction", type=float, default=0.2, help="share of each task's prompts held out")
+    p.add_argument("--eval-every", type=int, default=10, help="score the CMA-ES mean on validation every N generations")
+    p.add_argument("--member-batch", type=int, help="population members per forward pass (default: all)")
+    p.add_argument("--stats-prompts", type=int, default=8, help="prompts for the normalisation statistics")
+    p.add_argument("--model", help="model (default: the embedded smollm2)")
+    p.add_argument("--max-length", type=int, help="context limit in tokens (default: the model's)")
+    p.add_argument("--n-up", type=int, default=512)
+    p.add_argument("--cache-mode", default="original")
+    p.add_argument("--gamma", type=float, default=0.99, help="NAMM EMA discount per token")
+    p.add_argument("--threshold", type=float, default=0.0, help="NAMM eviction threshold")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--out", required=True, help="fit folder (re-running the same command resumes)")
+
+
+def main(args) -> int:
+    from harness.fit.loop import Fit, FitConfig, parse_stage
+
+    if not args.stages:
+        raise UsageError("give at least one --stages TASKS[:GENERATIONS], e.g. --stages passkey:10")
+    if args.member_batch is not None and args.member_batch < 1:
+        raise UsageError(f"--member-batch must be a positive integer, got {args.member_batch}")
+    config = FitConfig(
+        policy=args.policy, suite=args.suite, stages=[parse_stage(s) for s in args.stages], popsize=args.popsize,
+        elite_ratio=args.elite_ratio, sigma0=args.sigma0, mean0=args.mean0, prompts_per_task=args.prompts_per_task,
+        val_fraction=args.val_fraction, eval_every=args.eval_every, member_batch=args.member_batch,
+        stats_prompts=args.stats_prompts, model=args.model, max_length=args.max_length, n_up=args.n_up,
+        cache_mode=args.cache_mode, gamma=args.gamma, threshold=args.threshold, seed=args.seed, device=args.device,
+    )
+    print(Fit(config, Path(args.out), progress=not args.quiet).run())
+    return 0

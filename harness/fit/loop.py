@@ -1,0 +1,318 @@
+"""Fitting NAMMs with CMA-ES in incremental stages (paper §3.3, App. A/C), resumable.
+
+Per generation: sample ``prompts_per_task`` training prompts per active task (seeded by
+generation), evaluate every population member on them (members batched as copies of a prompt,
+sharded across ``torchrun`` ranks), fitness = mean over tasks of score / full-cache score on the same
+prompts, ``tell`` CMA-ES. Every ``eval_every`` generations (and at the end of a stage) the CMA-ES
+mean is scored on the held-out validation prompts; the best-validation mean is the stage's
+checkpoint, and the next stage (which adds its tasks) starts from it.
+
+Files in ``--out``: ``config.json``, ``fit.jsonl`` (one line per generation), ``references.jsonl``
+(full-cache scores), ``state.pkl`` (everything needed to continue, written atomically after every
+generation; loaded only from this folder), ``stage<k>/best.safetensors`` (+ ``.json``), the final
+``<policy>.safetensors``, and figures ``training_curves.png`` / ``memory_size.png``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pickle
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from harness import distributed
+from harness.errors import UsageError, choose
+from harness.fit.cmaes import CMAES, CMAESSettings
+from harness.fit.fitness import References, evaluate_members, fitness_of, normalised, write_log
+
+
+@dataclass
+class FitConfig:
+    policy: str = "namm_bam"
+    suite: str = "niah"
+    stages: list = field(default_factory=lambda: [(["passkey"], 10)])  # [(tasks added, generations)]
+    popsize: int = 32
+    elite_ratio: float = 0.5
+    sigma0: float = 0.065
+    mean0: float = 0.0
+    prompts_per_task: int = 64
+    val_fraction: float = 0.2
+    eval_every: int = 10
+    member_batch: int | None = None
+    stats_prompts: int = 8
+    model: str | None = None
+    max_length: int | None = None
+    n_up: int = 512
+    cache_mode: str = "original"
+    gamma: float = 0.99
+    threshold: float = 0.0
+    chat_template: str = "auto"
+    seed: int = 0
+    device: str = "cpu"
+
+    def identity(self) -> dict:
+        data = dataclasses.asdict(self)
+        data.pop("device")
+        data["stages"] = [[list(t), g] for t, g in self.stages]
+        return data
+
+
+def parse_stage(text: str, default_generations: int = 10) -> tuple[list[str], int]:
+    """``"a,b:250"`` → ``(["a", "b"], 250)``."""
+    tasks, _, gens = text.partition(":")
+    try:
+        generations = int(gens) if gens else default_generations
+    except ValueError:
+        raise UsageError(f"--stages {text!r}: generations must be an integer, as in passkey:300")
+    names = [t for t in tasks.split(",") if t]
+    if not names:
+        raise UsageError(f"--stages {text!r} names no task; use TASK[,TASK...][:GENERATIONS]")
+    return names, generations
+
+
+def validate(config: FitConfig, out: Path):
+    import policies
+    import tasks as suites
+
+    choose("policy", config.policy, [p for p in policies.POLICIES if p.startswith("namm")])
+    choose("suite", config.suite, suites.SUITES)
+    suite = suites.get_suite(config.suite)
+    for names, generations in config.stages:
+        for task in names:
+            choose(f"task of suite {config.suite}", task, suite.tasks)
+        if generations < 1:
+            raise UsageError(f"every stage needs at least 1 generation, got {generations}")
+    CMAESSettings(config.popsize, config.elite_ratio, config.sigma0, config.mean0, config.seed)  # validates
+    for name in ("prompts_per_task", "eval_every", "stats_prompts", "n_up"):
+        if getattr(config, name) < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(config, name)}")
+    if not 0 < config.val_fraction < 1:
+        raise UsageError(f"--val-fraction must be in (0, 1), got {config.val_fraction}")
+    existing = next(p for p in [out, *out.parents] if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"cannot write to --out {out} ({existing} is not a writable folder); choose another")
+    return suite
+
+
+def split(samples: list, fraction: float, seed: int) -> tuple[list, list]:
+    """Deterministic (train, validation) split of a task's samples."""
+    order = list(range(len(samples)))
+    random.Random(seed).shuffle(order)
+    n_val = max(1, round(fraction * len(samples)))
+    val = sorted(order[:n_val])
+    train = sorted(order[n_val:])
+    if not train:
+        raise UsageError(f"task {samples[0].task} has {len(samples)} samples: too few to hold some out")
+    return [samples[i] for i in train], [samples[i] for i in val]
+
+
+class Fit:
+    """One fit: model, data splits, references and state; :meth:`run` does the generations."""
+
+    def __init__(self, config: FitConfig, out: Path, progress: bool = True):
+        from harness.attention import attach
+        from harness.evaluate import Evaluator
+        from harness.models import load_model
+
+        self.config, self.out, self.progress = config, out, progress
+        self.suite = validate(config, out)
+        self.world = distributed.World.from_env(config.device)
+        device = self.world.device_for(config.device)
+        self.model, self.tokenizer, self.source = load_model(config.model, device=device)
+        attach(self.model)
+        text_config = self.model.config.get_text_config()
+        self.max_length = config.max_length or text_config.max_position_embeddings
+        self.evaluator = Evaluator(self.model, self.tokenizer, self.suite, self.max_length, config.n_up,
+                                   config.cache_mode, None, config.chat_template, device)
+        self.splits = {}
+        for names, _ in config.stages:
+            for task in names:
+                samples = list(self.suite.samples(task, self.tokenizer, max_length=self.max_length, seed=config.seed))
+                self.splits[task] = split(samples, config.val_fraction, config.seed)
+        self.references = References(out / "references.jsonl", write=self.world.rank == 0)
+        from policies.namm.scorers import SCORERS
+
+        self.n_params = SCORERS[config.policy.removeprefix("namm_")]().n_params
+
+    # ---- state ----------------------------------------------------------------------------------
+    def _state_path(self) -> Path:
+        return self.out / "state.pkl"
+
+    def _load_or_start(self) -> dict:
+        config_path = self.out / "config.json"
+        if config_path.exists() and json.loads(config_path.read_text()).get("fit") != self.config.identity():
+            raise UsageError(f"{self.out} holds a fit with a different configuration; pass a new --out")
+        if self._state_path().exists():
+            return pickle.loads(self._state_path().read_bytes())  # our own file, written by _save
+        mean, var = self._statistics()
+        state = {"stage": 0, "generation": 0, "es": None, "x0": None, "best": None, "log": [],
+                 "norm_mean": mean, "norm_var": var}
+        if self.world.rank == 0:
+            self.out.mkdir(parents=True, exist_ok=True)
+            from harness.records import write_json_atomic
+
+            write_json_atomic(config_path, {"fit": self.config.identity(), "model": dataclasses.asdict(self.source),
+                                            "max_length_used": self.max_length, "suite_generated": self.suite.generated})
+        return state
+
+    def _save(self, state: dict) -> None:
+        if self.world.rank == 0:
+            tmp = self._state_path().with_suffix(".tmp")
+            tmp.write_bytes(pickle.dumps(state))
+            tmp.replace(self._state_path())
+
+    def _statistics(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalisation statistics from full-cache prefills of the first stage's first task."""
+        from harness.namm_init import collect_statistics
+
+        first = self.config.stages[0][0][0]
+        samples = self.splits[first][0][: self.config.stats_prompts]
+        stats = collect_statistics(self.model, self.tokenizer, samples, self.config.policy.removeprefix("namm_"),
+                                   self.config.n_up, self.config.gamma, self.max_length,
+                                   progress=self.progress and self.world.rank == 0)
+        return stats.mean.float(), stats.var.float()
+
+    # ---- evaluation -----------------------------------------------------------------------------
+    def _prompts(self, samples) -> list[tuple]:
+        return [(s, self.evaluator.inputs(s)[1]) for s in samples]
+
+    def _references(self, prompts) -> dict[str, list[float]]:
+        refs: dict[str, list[float]] = {}
+        for sample, cropped in prompts:
+            refs.setdefault(sample.task, []).append(self.references.get(self.evaluator, sample, cropped))
+        return refs
+
+    def _population(self, params: np.ndarray, prompts, state) -> list[dict]:
+        """Evaluate all members; rank r takes members r, r+K, ... and results are gathered."""
+        mine = list(range(self.world.rank, params.shape[0], self.world.size))
+        tensor = torch.as_tensor(params[mine], dtype=torch.float32)
+        results = evaluate_members(self.evaluator, self.config, tensor, state["norm_mean"], state["norm_var"], prompts)
+        indexed = list(zip(mine, results))
+        if self.world.size > 1:
+            import torch.distributed as dist
+
+            gathered = [None] * self.world.size
+            dist.all_gather_object(gathered, indexed)
+            indexed = [item for part in gathered for item in part]
+        return [r for _, r in sorted(indexed, key=lambda x: x[0])]
+
+    def _sample_prompts(self, tasks, stage: int, generation: int) -> list[tuple]:
+        rng = random.Random(f"{self.config.seed}:{stage}:{generation}")
+        chosen = []
+        for task in tasks:
+            train = self.splits[task][0]
+            chosen += rng.sample(train, min(self.config.prompts_per_task, len(train)))
+        return self._prompts(chosen)
+
+    def _validate(self, mean: np.ndarray, tasks, state) -> dict:
+        prompts = self._prompts([s for t in tasks for s in self.splits[t][1]])
+        refs = self._references(prompts)
+        member = self._population(mean[None], prompts, state)[0]
+        per_task = {t: normalised(member["scores"][t], refs[t]) for t in tasks}
+        return {"tasks": per_task, "mean": sum(per_task.values()) / len(per_task), "cache_logical_mean": member["cache"]}
+
+    # ---- the loop -------------------------------------------------------------------------------
+    def run(self) -> Path:
+        from policies.namm.checkpoint import save_checkpoint
+
+        state = self._load_or_start()
+        if self.world.rank == 0:
+            write_log(self.out / "fit.jsonl", state["log"])
+        config = self.config
+        for stage in range(state["stage"], len(config.stages)):
+            tasks = [t for names, _ in config.stages[: stage + 1] for t in names]
+            generations = config.stages[stage][1]
+            if state["es"] is None:
+                settings = CMAESSettings(config.popsize, config.elite_ratio, config.sigma0, config.mean0,
+                                         config.seed + stage)
+                es = CMAES(self.n_params, settings, x0=state["x0"])
+            else:
+                es = CMAES.from_state(state["es"])
+            for generation in range(state["generation"] + 1, generations + 1):
+                start = time.perf_counter()
+                prompts = self._sample_prompts(tasks, stage, generation)
+                refs = self._references(prompts)
+                population = es.ask()
+                members = self._population(population, prompts, state)
+                scored = [fitness_of(m, refs) for m in members]
+                fitness = np.array([f for f, _ in scored])
+                es.tell(population, fitness)
+                validation = None
+                if generation % config.eval_every == 0 or generation == generations:
+                    validation = self._validate(es.mean, tasks, state)
+                    best = state["best"]
+                    validation["best"] = best is None or validation["mean"] > best["mean"]
+                    if validation["best"]:
+                        state["best"] = {"mean": validation["mean"], "params": es.mean.copy(), "generation": generation}
+                        self._checkpoint(save_checkpoint, state, stage, tasks, validation)
+                record = {
+                    "stage": stage + 1,
+                    "generation": generation,
+                    "global_generation": len(state["log"]) + 1,
+                    "tasks": tasks,
+                    "fitness": {"mean": float(fitness.mean()), "std": float(fitness.std()),
+                                "min": float(fitness.min()), "max": float(fitness.max())},
+                    "task_fitness": {t: float(np.mean([p[t] for _, p in scored])) for t in tasks},
+                    "cache": {"logical_mean": float(np.mean([m["cache"] for m in members]))},
+                    "validation": validation,
+                    "prompts": {t: [s.id for s, _ in prompts if s.task == t] for t in tasks},
+                    "wall_s": round(time.perf_counter() - start, 3),
+                }
+                state["log"].append(record)
+                state.update(generation=generation, es=es.state_dict())
+                self._save(state)
+                if self.world.rank == 0:
+                    with open(self.out / "fit.jsonl", "a") as f:
+                        f.write(json.dumps(record) + "\n")
+                    if self.progress:
+                        print(f"stage {stage + 1} gen {generation}/{generations}: fitness {fitness.mean():.3f} "
+                              f"± {fitness.std():.3f} ({record['wall_s']:.1f} s)", file=sys.stderr, flush=True)
+            # next stage: a fresh CMA-ES around this stage's best-validation mean (paper §3.3)
+            state.update(stage=stage + 1, generation=0, es=None, x0=state["best"]["params"], best=None)
+            self._save(state)
+            self._figures()
+        if self.world.rank == 0:
+            final = self.out / f"{config.policy}.safetensors"
+            last = self.out / f"stage{len(config.stages)}" / "best.safetensors"
+            final.write_bytes(last.read_bytes())
+            final.with_suffix(".json").write_bytes(last.with_suffix(".json").read_bytes())
+        self.world.barrier()
+        self.world.close()
+        return self.out
+
+    def _checkpoint(self, save_checkpoint, state, stage: int, tasks, validation) -> None:
+        if self.world.rank != 0:
+            return
+        stage_dir = self.out / f"stage{stage + 1}"
+        stage_dir.mkdir(exist_ok=True)
+        log = state["log"]
+        save_checkpoint(
+            stage_dir / "best.safetensors",
+            architecture=self.config.policy.removeprefix("namm_"),
+            params=torch.as_tensor(state["best"]["params"], dtype=torch.float32),
+            norm_mean=state["norm_mean"],
+            norm_var=state["norm_var"],
+            hyperparameters={"gamma": self.config.gamma, "n_up": self.config.n_up, "n_fft": 32, "hop": 16,
+                             "age_dim": 8, "threshold": self.config.threshold},
+            fitted_on={"model": self.source.name, "suite": self.config.suite, "tasks": list(tasks),
+                       "stage": stage + 1, "generated_data": self.suite.generated,
+                       "statistics_from": f"{self.config.suite}/{self.config.stages[0][0][0]}"},
+            fitness={"validation": validation["tasks"], "validation_mean": validation["mean"],
+                     "generation": state["best"]["generation"], "generations_so_far": len(log) + 1,
+                     "popsize": self.config.popsize, "prompts_per_task": self.config.prompts_per_task},
+        )
+
+    def _figures(self) -> None:
+        if self.world.rank != 0:
+            return
+        from harness.fit.plots import write_figures
+
+        write_figures(self.out / "fit.jsonl", self.out)
