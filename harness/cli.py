@@ -24,6 +24,8 @@ def _cache_size(text: str) -> float:
 def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--policy", default="full", help="eviction policy (see `list`); default: full")
     p.add_argument("--suite", default="niah", help="benchmark suite (see `list`); default: niah")
+    p.add_argument("--suite-arg", action="append", metavar="KEY=VALUE",
+                   help="suite option, repeatable, e.g. lengths=2048,4096 depths=0.5 for niah")
     p.add_argument("--tasks", help="comma-separated subset of the suite's tasks")
     p.add_argument("--limit", type=int, help="at most N samples per task")
     p.add_argument(
@@ -53,10 +55,12 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
 
 def _run(args) -> int:
     from harness.runner import RunConfig, run
+    from harness.suite_args import parse_suite_args
 
     config = RunConfig(
         policy=args.policy,
         suite=args.suite,
+        suite_args=parse_suite_args(args.suite_arg),
         tasks=[t for t in args.tasks.split(",") if t] if args.tasks else None,
         limit=args.limit,
         model=args.model,

@@ -20,6 +20,7 @@ from harness.errors import UsageError, choose
 def add_arguments(p) -> None:
     p.add_argument("--architecture", default="bam", help="bam or mlp (default bam)")
     p.add_argument("--suite", default="niah", help="suite whose prompts give the statistics (default niah)")
+    p.add_argument("--suite-arg", action="append", metavar="KEY=VALUE", help="suite option, e.g. lengths=2048")
     p.add_argument("--tasks", help="comma-separated tasks (default: the suite's first task)")
     p.add_argument("--limit", type=int, default=8, help="prompts per task (default 8)")
     p.add_argument("--model", help="model (default: the embedded smollm2)")
@@ -57,14 +58,14 @@ def collect_statistics(model, tokenizer, samples, architecture: str, n_up: int, 
 
 
 def main(args) -> int:
-    import tasks as suites
     from harness.models import load_model
     from policies.namm.checkpoint import save_checkpoint
     from policies.namm.scorers import SCORERS
 
     choose("architecture", args.architecture, SCORERS)
-    choose("suite", args.suite, suites.SUITES)
-    suite = suites.get_suite(args.suite)
+    from harness.suite_args import load_suite, parse_suite_args
+
+    suite = load_suite(args.suite, parse_suite_args(args.suite_arg))
     selected = [t for t in args.tasks.split(",") if t] if args.tasks else [suite.tasks[0]]
     for task in selected:
         choose(f"task of suite {args.suite}", task, suite.tasks)

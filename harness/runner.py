@@ -24,6 +24,7 @@ class RunConfig:
 
     policy: str = "full"
     suite: str = "niah"
+    suite_args: dict = field(default_factory=dict)
     tasks: list[str] | None = None
     limit: int | None = None
     model: str | None = None
@@ -51,14 +52,13 @@ class RunConfig:
 def validate(config: RunConfig):
     """Check names and numbers before anything is loaded or written; return (suite, tasks)."""
     import policies
-    import tasks as suites
     from harness.cache import MODES
+    from harness.suite_args import load_suite
 
     choose("policy", config.policy, policies.POLICIES)
-    choose("suite", config.suite, suites.SUITES)
     choose("cache mode", config.cache_mode, MODES)
     choose("chat-template setting", config.chat_template, ("auto", "on", "off"))
-    suite = suites.get_suite(config.suite)
+    suite = load_suite(config.suite, config.suite_args)
     selected = config.tasks or list(suite.tasks)
     for task in selected:
         choose(f"task of suite {config.suite}", task, suite.tasks)

@@ -20,9 +20,18 @@ def register_suite(name: str):
     return wrap
 
 
-def get_suite(name: str) -> Suite:
-    """Instantiate suite ``name`` (``KeyError`` if unknown)."""
-    return SUITES[name]()
+def get_suite(name: str, options: dict | None = None) -> Suite:
+    """Instantiate suite ``name`` with constructor ``options`` (``KeyError`` if unknown,
+    ``ValueError`` naming the accepted options if an option is not one of them)."""
+    import inspect
+
+    cls = SUITES[name]
+    options = options or {}
+    accepted = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ValueError(f"suite {name} has no option {unknown[0]!r}; options: {', '.join(accepted) or 'none'}")
+    return cls(**options)
 
 
 from tasks import niah  # noqa: E402,F401  (suites register on import)

@@ -222,8 +222,12 @@ class NIAH(Suite):
     generated = True
 
     def __init__(self, lengths=None, depths=None):
-        self.lengths = tuple(int(x) for x in (LENGTHS if lengths is None else lengths))
-        self.depths = tuple(float(x) for x in (DEPTHS if depths is None else depths))
+        """``lengths`` (tokens) and ``depths`` (0..1) override the grid; a single number is allowed."""
+        as_tuple = lambda v, default: default if v is None else tuple(v) if isinstance(v, (list, tuple)) else (v,)  # noqa: E731
+        self.lengths = tuple(int(x) for x in as_tuple(lengths, LENGTHS))
+        self.depths = tuple(float(x) for x in as_tuple(depths, DEPTHS))
+        if not self.lengths or not self.depths or min(self.lengths) < 1 or not all(0 <= d <= 1 for d in self.depths):
+            raise ValueError("niah lengths must be positive token counts and depths fractions in [0, 1]")
         self._counts: dict[int, tuple[object, list[int]]] = {}
 
     # -- grid ----------------------------------------------------------------------------------

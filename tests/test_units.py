@@ -73,3 +73,18 @@ def test_list_names_every_policy_and_suite(capsys):
     out = capsys.readouterr().out
     for name in ("full", "h2o", "l2", "streaming", "namm_bam", "namm_mlp", "niah", "passkey", "needle", "generated data"):
         assert name in out
+
+
+def test_suite_args_parse_and_reach_the_suite():
+    from harness.suite_args import load_suite, parse_suite_args
+
+    assert parse_suite_args(["lengths=2048,4096", "depths=0.5", "name=x"]) == {
+        "lengths": [2048, 4096], "depths": 0.5, "name": "x"}
+    suite = load_suite("niah", parse_suite_args(["lengths=2048", "depths=0,1"]))
+    assert suite.lengths == (2048,) and suite.depths == (0.0, 1.0)
+    with pytest.raises(UsageError, match="suite niah has no option 'width'; options: lengths, depths"):
+        load_suite("niah", {"width": 3})
+    with pytest.raises(UsageError, match="KEY=VALUE"):
+        parse_suite_args(["lengths"])
+    with pytest.raises(UsageError, match="depths fractions in"):
+        load_suite("niah", {"depths": 2})

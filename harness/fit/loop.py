@@ -38,6 +38,7 @@ from harness.fit.fitness import References, evaluate_members, fitness_of, normal
 class FitConfig:
     policy: str = "namm_bam"
     suite: str = "niah"
+    suite_args: dict = field(default_factory=dict)
     stages: list = field(default_factory=lambda: [(["passkey"], 10)])  # [(tasks added, generations)]
     popsize: int = 32
     elite_ratio: float = 0.5
@@ -80,11 +81,11 @@ def parse_stage(text: str, default_generations: int = 10) -> tuple[list[str], in
 
 def validate(config: FitConfig, out: Path):
     import policies
-    import tasks as suites
 
     choose("policy", config.policy, [p for p in policies.POLICIES if p.startswith("namm")])
-    choose("suite", config.suite, suites.SUITES)
-    suite = suites.get_suite(config.suite)
+    from harness.suite_args import load_suite
+
+    suite = load_suite(config.suite, config.suite_args)
     for names, generations in config.stages:
         for task in names:
             choose(f"task of suite {config.suite}", task, suite.tasks)
