@@ -7,7 +7,7 @@ Registered with transformers' ``AttentionInterface`` as ``"kv_evict"`` (no model
 - otherwise each layer's mask is built from the positions that layer still holds (transformers
   shares one mask, sized over absolute positions, across all layers);
 - a policy that needs attention gets the softmax attention of the new queries, averaged over each
-  KV group, computed ``query_chunk`` queries at a time (never an L x L matrix); the output is the
+  KV group, computed a chunk of queries at a time (never an L x L matrix); the output is the
   same attention applied to the values, so nothing is computed twice;
 - after the layer's attention the cache layer may run its policy (every ``n_up`` tokens).
 """
@@ -23,7 +23,18 @@ from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 from harness.cache import EvictionLayer, take_pending_layer
 
 NAME = "kv_evict"
-QUERY_CHUNK = 512
+QUERY_CHUNK = 512  # most queries per chunk when attention probabilities are materialised
+# On CPU, big temporaries cost more in page faults than they save in per-op overhead: measured on
+# SmolLM2 (h2o, 8K prompt, 2 cores) prefill took 39 s with 512-query chunks and 27 s with 16.
+# So on CPU a chunk's logits are kept to about CPU_CHUNK_BYTES; on GPUs chunks stay large.
+CPU_CHUNK_BYTES = 2 << 20
+
+
+def query_chunk(batch: int, heads: int, n_keys: int, device: torch.device) -> int:
+    """Queries per chunk for the ``[batch, heads, chunk, n_keys]`` fp32 logits."""
+    if device.type != "cpu":
+        return QUERY_CHUNK
+    return max(8, min(QUERY_CHUNK, CPU_CHUNK_BYTES // (4 * batch * heads * max(n_keys, 1))))
 
 
 def eviction_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
@@ -67,8 +78,9 @@ def _attention_with_probs(layer: EvictionLayer, query, key, value, mask, scaling
     group = n_heads // kv_heads
     key_t = key.float().transpose(-1, -2)  # [b, h, d, n]
     outs = []
-    for start in range(0, q_len, QUERY_CHUNK):
-        qc = query[:, :, start : start + QUERY_CHUNK]
+    chunk = query_chunk(b, n_heads, n, query.device)
+    for start in range(0, q_len, chunk):
+        qc = query[:, :, start : start + chunk]
         c = qc.shape[2]
         grouped = (qc.float() * scaling).reshape(b, kv_heads, group * c, d)
         logits = torch.matmul(grouped, key_t).view(b, kv_heads, group, c, n)

@@ -137,3 +137,17 @@ def test_gemma3_sliding_layers_untouched_and_global_layer_evicts():
             position_ids=t[None],
         ).logits
     torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-4)
+
+
+def test_small_query_chunks_give_the_same_logits(monkeypatch):
+    """Attention probabilities are computed a few queries at a time on CPU (8 here): same result."""
+    import harness.attention as attention
+
+    model = tiny_llama()
+    ids = torch.randint(0, 128, (1, 70), generator=torch.Generator().manual_seed(4))
+    policy = EveryThird(per_head=1, needs="rows")
+    want, _ = run_evicting(model, ids, policy, "exact", N_UP)
+    monkeypatch.setattr(attention, "CPU_CHUNK_BYTES", 1)
+    assert attention.query_chunk(1, 4, 70, torch.device("cpu")) == 8
+    got, _ = run_evicting(model, ids, policy, "exact", N_UP)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
