@@ -13,7 +13,6 @@ import json
 import resource
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 DEFAULT_POLICIES = "full,h2o,l2,streaming"
@@ -40,6 +39,7 @@ def _measure(args, policy_name: str, length: int) -> dict:
 
     from harness.attention import attach
     from harness.cache import EvictionCache
+    from harness.generation import greedy_generate
     from harness.models import load_model
     from harness.runner import RunConfig, make_run_policy, policy_for_sample
     from tasks.niah import haystack_text
@@ -56,18 +56,9 @@ def _measure(args, policy_name: str, length: int) -> dict:
     config = RunConfig(policy=policy_name, cache_size=args.cache_size, n_up=args.n_up, policy_checkpoint=checkpoint)
     policy = policy_for_sample(make_run_policy(config), config, length)
     cache = EvictionCache(model.config, policy, n_up=args.n_up)
-    with torch.inference_mode():
-        start = time.perf_counter()
-        for s in range(0, length, args.n_up):
-            out = model(input_ids=input_ids[:, s : s + args.n_up], past_key_values=cache, use_cache=True, logits_to_keep=1)
-        prefill_s = time.perf_counter() - start
-        rss_prefill = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        token = out.logits[:, -1].argmax(-1, keepdim=True)
-        start = time.perf_counter()
-        for _ in range(args.decode_tokens):
-            out = model(input_ids=token, past_key_values=cache, use_cache=True)
-            token = out.logits[:, -1].argmax(-1, keepdim=True)
-        decode_s = time.perf_counter() - start
+    # no stop ids: exactly decode_tokens forward steps after the prefill's first token
+    gen = greedy_generate(model, input_ids, cache, args.decode_tokens + 1, args.n_up)
+    prefill_s, decode_s = gen.prefill_s, gen.decode_s
     stats = [s for s in cache.stats() if s.get("evicts", True)]
     return {
         "model": source.name,
@@ -81,7 +72,6 @@ def _measure(args, policy_name: str, length: int) -> dict:
         "policy_s": round(cache.policy_seconds(), 3),
         "policy_fraction": round(cache.policy_seconds() / (prefill_s + decode_s), 4),
         **{f"{k}_s": round(v, 3) for k, v in getattr(policy, "seconds", {}).items()},  # NAMM breakdown
-        "peak_rss_mb_prefill": round(rss_prefill, 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "final_cache_physical": round(sum(s["physical"] for s in stats) / len(stats), 1),
         "torch_threads": torch.get_num_threads(),

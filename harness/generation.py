@@ -15,11 +15,6 @@ class Generation:
     decode_s: float
     batch_tokens: list[list[int]] | None = None  # every batch element's tokens
 
-    @property
-    def decode_tokens_per_s(self) -> float:
-        steps = max(len(self.tokens) - 1, 0)  # the first token comes from the prefill logits
-        return steps / self.decode_s if self.decode_s > 0 else 0.0
-
 
 def stop_token_ids(model, tokenizer) -> set[int]:
     """End-of-sequence ids from the tokenizer and the model's generation config."""

@@ -138,6 +138,7 @@ class Fit:
             for task in names:
                 samples = list(self.suite.samples(task, self.tokenizer, max_length=self.max_length, seed=config.seed))
                 self.splits[task] = split(samples, config.val_fraction, config.seed)
+        self._ids: dict[tuple[str, str], list[int]] = {}
         self.references = References(out / "references.jsonl", write=self.world.rank == 0)
         from policies.namm.scorers import SCORERS
 
@@ -183,7 +184,11 @@ class Fit:
 
     # ---- evaluation -----------------------------------------------------------------------------
     def _prompts(self, samples) -> list[tuple]:
-        return [(s, self.evaluator.inputs(s)[1]) for s in samples]
+        """``(sample, token ids fed to the model)``; each prompt is tokenised once per fit."""
+        for s in samples:
+            if (s.task, s.id) not in self._ids:
+                self._ids[(s.task, s.id)] = self.evaluator.inputs(s)[1]
+        return [(s, self._ids[(s.task, s.id)]) for s in samples]
 
     def _references(self, prompts) -> dict[str, list[float]]:
         refs: dict[str, list[float]] = {}
