@@ -2,12 +2,27 @@
 
 The runner knows nothing about prompts, data formats or metrics; a suite knows nothing about
 policies. A suite module registers itself with ``@register_suite("name")``.
+
+Data sources: a sample's ``metadata["source"]`` says where its data came from — ``"hub"``
+(official data through ``datasets``), ``"data-dir"`` (a local copy in the official format) or
+``"generated"`` (made locally by the benchmark's public construction recipe; NOT the official
+data, and every record and table says so). ``metadata["generated"]`` is True exactly for the last.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import ClassVar, Iterator
+
+
+class TaskUnavailable(Exception):
+    """A task cannot run here (no data and no public recipe). The message is one line that says how
+    to provide the data; the runner prints it as a warning and goes on with the other tasks."""
+
+
+class DataError(ValueError):
+    """Malformed benchmark data (the message names the file and line); the CLI turns it into a
+    one-line error with exit code 2."""
 
 
 @dataclass
@@ -17,7 +32,7 @@ class Sample:
     ``id`` is unique within its task and stable across runs (resume relies on it).
     ``prompt`` is the user text; the runner applies the model's chat template when ``chat`` is
     True and the model has one. ``metadata`` is copied into the record (context length, depth,
-    ``generated: True`` for data made locally, the data source).
+    ``source`` and ``generated`` — see the module docstring).
     """
 
     id: str
@@ -29,13 +44,20 @@ class Sample:
     all_classes: list[str] | None = None
     chat: bool = True
 
+    @property
+    def generated(self) -> bool:
+        return bool(self.metadata.get("generated", False))
+
 
 class Suite:
     """Base class for a benchmark suite.
 
     ``tasks`` lists task names (``--tasks`` selects a subset); ``task_ids`` maps a task name to the
-    paper's id when it has one; ``generated`` is True when samples are made locally (every record
-    and table then says so).
+    paper's id when it has one; ``generated`` is True when ALL samples are made locally (per-sample
+    provenance is ``Sample.metadata["source"]``).
+
+    ``samples`` raises :class:`TaskUnavailable` (when called, not at the first ``next()``) for a
+    task that cannot run here, and :class:`DataError` for malformed data.
     """
 
     name: ClassVar[str] = ""

@@ -343,6 +343,7 @@ class NIAH(Suite):
                 "depth": depth,
                 "prompt_tokens": n_tok,
                 "generated": True,
+                "source": "generated",
                 "haystack": HAYSTACK_SOURCE,
                 "python": platform.python_version(),
                 "needle_position": round(position, 4),
