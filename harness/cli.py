@@ -26,6 +26,8 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--suite", default="niah", help="benchmark suite (see `list`); default: niah")
     p.add_argument("--suite-arg", action="append", metavar="KEY=VALUE",
                    help="suite option, repeatable, e.g. lengths=2048,4096 depths=0.5 for niah")
+    p.add_argument("--data-dir", help="folder with local copies of the suite's official data files "
+                   "(<task>.jsonl); default: the hub when reachable, else generated tasks only")
     p.add_argument("--tasks", help="comma-separated subset of the suite's tasks")
     p.add_argument("--limit", type=int, help="at most N samples per task")
     p.add_argument(
@@ -48,6 +50,8 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-up", type=int, default=512, help="run the policy every N tokens (default 512)")
     p.add_argument("--prefill-chunk", type=int, help="prompt tokens per forward pass (default: n-up)")
     p.add_argument("--chat-template", default="auto", help="auto (use the model's if it has one), on or off")
+    p.add_argument("--truncation", default="paper", help="paper: middle-crop the templated prompt to max-length "
+                   "minus max new tokens; longbench: the official pred.py rule (crop the plain prompt to max-length)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1")
     p.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
@@ -61,6 +65,7 @@ def _run(args) -> int:
         policy=args.policy,
         suite=args.suite,
         suite_args=parse_suite_args(args.suite_arg),
+        data_dir=args.data_dir,
         tasks=[t for t in args.tasks.split(",") if t] if args.tasks else None,
         limit=args.limit,
         model=args.model,
@@ -75,6 +80,7 @@ def _run(args) -> int:
         n_up=args.n_up,
         prefill_chunk=args.prefill_chunk,
         chat_template=args.chat_template,
+        truncation=args.truncation,
         seed=args.seed,
         device=args.device,
         dtype=args.dtype,

@@ -6,6 +6,7 @@ parameter vector i of a NAMM policy (CMA-ES population members share one forward
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -38,13 +39,28 @@ class Evaluator:
     prefill_chunk: int | None = None
     chat_template: str = "auto"
     device: str = "cpu"
+    truncation: str = "paper"
 
     def __post_init__(self):
         self.stop_ids = stop_token_ids(self.model, self.tokenizer)
 
     def inputs(self, sample) -> tuple[list[int], list[int]]:
-        """``(prompt ids, ids fed to the model)``: middle-cropped to ``max_length - max_new_tokens``."""
+        """``(prompt ids, ids fed to the model)``.
+
+        ``truncation="paper"``: the templated prompt's tokens are middle-cropped to
+        ``max_length - max_new_tokens``. ``"longbench"`` (LongBench ``pred.py``): the plain prompt's
+        tokens are middle-cropped to ``max_length`` (first half + last half, decoded back to text),
+        then the chat template is applied.
+        """
         ids = format_prompt(self.tokenizer, sample, self.chat_template)
+        if self.truncation == "longbench":
+            raw = self.tokenizer(sample.prompt).input_ids
+            if len(raw) > self.max_length:
+                half = self.max_length // 2
+                text = (self.tokenizer.decode(raw[:half], skip_special_tokens=True)
+                        + self.tokenizer.decode(raw[-half:], skip_special_tokens=True))
+                return ids, format_prompt(self.tokenizer, dataclasses.replace(sample, prompt=text), self.chat_template)
+            return ids, ids
         return ids, middle_crop(ids, self.max_length - sample.max_new_tokens)
 
     def evaluate(self, sample, policy, batch: int = 1, cropped: list[int] | None = None) -> list[dict]:

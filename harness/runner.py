@@ -7,6 +7,7 @@ shards samples across ``torchrun`` ranks.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import math
 import sys
@@ -17,6 +18,8 @@ from harness import distributed, records
 from harness.errors import UsageError, choose
 from harness.metrics import summarise
 
+TRUNCATIONS = ("paper", "longbench")
+
 
 @dataclass
 class RunConfig:
@@ -25,6 +28,7 @@ class RunConfig:
     policy: str = "full"
     suite: str = "niah"
     suite_args: dict = field(default_factory=dict)
+    data_dir: str | None = None  # local copies of the suite's official data files
     tasks: list[str] | None = None
     limit: int | None = None
     model: str | None = None
@@ -39,6 +43,7 @@ class RunConfig:
     n_up: int = 512
     prefill_chunk: int | None = None  # default: n_up
     chat_template: str = "auto"
+    truncation: str = "paper"  # paper (crop the templated prompt by tokens) or longbench (official pred.py rule)
     seed: int = 0
     device: str = "cpu"
     dtype: str = "float32"
@@ -58,7 +63,8 @@ def validate(config: RunConfig):
     choose("policy", config.policy, policies.POLICIES)
     choose("cache mode", config.cache_mode, MODES)
     choose("chat-template setting", config.chat_template, ("auto", "on", "off"))
-    suite = load_suite(config.suite, config.suite_args)
+    choose("truncation rule", config.truncation, TRUNCATIONS)
+    suite = load_suite(config.suite, suite_options(config))
     selected = config.tasks or list(suite.tasks)
     for task in selected:
         choose(f"task of suite {config.suite}", task, suite.tasks)
@@ -71,6 +77,49 @@ def validate(config: RunConfig):
     if config.recent_window is not None and config.recent_window < 0:
         raise UsageError(f"--recent-window must be >= 0, got {config.recent_window}")
     return suite, selected
+
+
+def suite_options(config: RunConfig) -> dict:
+    """The suite's constructor options: ``--suite-arg`` values plus ``data_dir`` from ``--data-dir``."""
+    options = dict(config.suite_args)
+    if config.data_dir is not None:
+        import tasks as suites
+
+        cls = suites.SUITES.get(config.suite)
+        if cls is not None and "data_dir" not in inspect.signature(cls.__init__).parameters:
+            raise UsageError(f"--data-dir: suite {config.suite} reads no data files (its samples are generated here)")
+        if not Path(config.data_dir).is_dir():
+            raise UsageError(f"--data-dir {config.data_dir}: no such directory")
+        options["data_dir"] = config.data_dir
+    return options
+
+
+def collect_work(suite, selected: list[str], tokenizer, max_length: int, seed: int, limit: int | None,
+                 warn=None) -> tuple[list, dict]:
+    """``([(index, sample)] in canonical order, {skipped task: reason})``.
+
+    A task the suite cannot run here (:class:`tasks.base.TaskUnavailable`) is skipped with a one-line
+    warning; malformed data is a :class:`UsageError`; nothing runnable at all is a :class:`UsageError`.
+    """
+    from tasks.base import DataError, TaskUnavailable
+
+    warn = warn or (lambda line: print(line, file=sys.stderr))
+    work, skipped = [], {}
+    for task in selected:
+        try:
+            for i, sample in enumerate(suite.samples(task, tokenizer, max_length=max_length, seed=seed)):
+                if limit is not None and i >= limit:
+                    break
+                work.append((len(work), sample))
+        except TaskUnavailable as err:
+            skipped[task] = str(err)
+            warn(f"warning: skipped {err}")
+        except DataError as err:
+            raise UsageError(str(err).splitlines()[0]) from err
+    if not work:
+        raise UsageError(f"nothing to run: no task of suite {suite.name} has data here "
+                         f"({', '.join(selected)}); pass --data-dir DIR with the official files or run with hub access")
+    return work, skipped
 
 
 def budget_for(config: RunConfig, prompt_tokens: int) -> int | None:
@@ -160,18 +209,14 @@ def run(config: RunConfig, out: str | Path | None = None, progress: bool = True)
     world.barrier()
     prepare_run_dir(run_dir, config, meta)  # every rank checks (rank 0 created it)
 
-    work = []  # (index, sample) in canonical order
-    for task in selected:
-        for i, sample in enumerate(suite.samples(task, tokenizer, max_length=max_length, seed=config.seed)):
-            if config.limit is not None and i >= config.limit:
-                break
-            work.append((len(work), sample))
+    work, skipped = collect_work(suite, selected, tokenizer, max_length, config.seed, config.limit,
+                                 warn=None if world.rank == 0 else (lambda line: None))
     done = records.finished_keys(run_dir)
     world.barrier()
     mine = [(i, s) for i, s in work if i % world.size == world.rank and (s.task, s.id) not in done]
     target = run_dir / records.RECORDS if world.size == 1 else records.rank_file(run_dir, world.rank)
     evaluator = Evaluator(model, tokenizer, suite, max_length, config.n_up, config.cache_mode, config.prefill_chunk,
-                          config.chat_template, device)
+                          config.chat_template, device, config.truncation)
 
     bar = _progress(len(mine), world.rank == 0 and progress, f"{config.suite}/{config.policy}")
     for index, sample in mine:
@@ -191,7 +236,8 @@ def run(config: RunConfig, out: str | Path | None = None, progress: bool = True)
                 "prompt_tokens": len(ids),
                 "input_tokens": len(cropped),
                 "new_tokens": result["new_tokens"],
-                "generated_data": suite.generated,
+                "generated_data": suite.generated or sample.generated,
+                "source": sample.metadata.get("source", "generated" if suite.generated else None),
                 "budget": getattr(policy, "budget", None),
                 "cache": result["cache"],
                 "metadata": sample.metadata,
@@ -203,7 +249,8 @@ def run(config: RunConfig, out: str | Path | None = None, progress: bool = True)
     world.barrier()
     if world.rank == 0:
         all_records = records.merge_rank_files(run_dir)
-        records.write_json_atomic(run_dir / "metrics.json", summarise(all_records, expected=len(work)))
+        records.write_json_atomic(run_dir / "metrics.json", summarise(all_records, expected=len(work),
+                                                                         skipped=skipped))
     world.barrier()
     world.close()
     return run_dir

@@ -204,6 +204,20 @@ def score_needle(prediction: str, answer: str) -> float:
 # --------------------------------------------------------------------------------------------
 
 
+def load_judge(spec: str):
+    """The callable named ``"module:function"`` (``ValueError`` with a one-line reason otherwise)."""
+    module_name, sep, attr = str(spec).partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"niah judge {spec!r} must look like module:function")
+    try:
+        fn = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as err:
+        raise ValueError(f"niah judge {spec!r} cannot be loaded: {err}") from None
+    if not callable(fn):
+        raise ValueError(f"niah judge {spec!r} is not callable")
+    return fn
+
+
 def _ids(tokenizer, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
@@ -221,8 +235,14 @@ class NIAH(Suite):
     task_ids = {"passkey": "NIAH.PassKey", "needle": "NIAH.Needle"}
     generated = True
 
-    def __init__(self, lengths=None, depths=None):
-        """``lengths`` (tokens) and ``depths`` (0..1) override the grid; a single number is allowed."""
+    def __init__(self, lengths=None, depths=None, judge=None):
+        """``lengths`` (tokens) and ``depths`` (0..1) override the grid; a single number is allowed.
+
+        ``judge`` (default off): ``"module:function"``, a callable ``(prediction, answers, sample) ->
+        float in [0, 1]`` that replaces the built-in scorers — e.g. an LLM judge like the paper's
+        GPT-4 grading. The built-in scorers need no judge.
+        """
+        self.judge = load_judge(judge) if judge else None
         as_tuple = lambda v, default: default if v is None else tuple(v) if isinstance(v, (list, tuple)) else (v,)  # noqa: E731
         self.lengths = tuple(int(x) for x in as_tuple(lengths, LENGTHS))
         self.depths = tuple(float(x) for x in as_tuple(depths, DEPTHS))
@@ -354,6 +374,11 @@ class NIAH(Suite):
         )
 
     def score(self, sample: Sample, prediction: str) -> float:
+        if self.judge is not None:
+            value = float(self.judge(prediction, list(sample.answers), sample))
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"niah judge returned {value}, outside [0, 1]")
+            return value
         if sample.task == "passkey":
             return score_passkey(prediction, sample.answers[0])
         if sample.task == "needle":

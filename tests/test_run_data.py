@@ -1,0 +1,117 @@
+"""Runner plumbing for suites that load data: skipped tasks, malformed data, --data-dir, truncation
+rules, the NIAH judge option and the length x depth grid in metrics.json."""
+
+import pytest
+
+from harness.cli import main
+from harness.errors import UsageError
+from harness.metrics import summarise
+from harness.runner import collect_work
+from tasks.base import DataError, Sample, Suite, TaskUnavailable
+
+
+class FakeSuite(Suite):
+    name = "fake"
+    tasks = ("ok", "missing", "broken")
+
+    def samples(self, task, tokenizer, max_length, seed=0):
+        if task == "missing":
+            raise TaskUnavailable("fake/missing: no data here; pass --data-dir DIR with missing.jsonl")
+        if task == "broken":
+            raise DataError("data/broken.jsonl:3: not valid JSON (Expecting value); fix or remove the line")
+        return iter([Sample(id=str(i), task=task, prompt="p", answers=["a"], max_new_tokens=1) for i in range(3)])
+
+
+def test_unavailable_task_is_skipped_with_one_warning_line():
+    lines = []
+    work, skipped = collect_work(FakeSuite(), ["ok", "missing"], None, 100, 0, limit=2, warn=lines.append)
+    assert [(i, s.task, s.id) for i, s in work] == [(0, "ok", "0"), (1, "ok", "1")]
+    assert skipped == {"missing": "fake/missing: no data here; pass --data-dir DIR with missing.jsonl"}
+    assert lines == ["warning: skipped fake/missing: no data here; pass --data-dir DIR with missing.jsonl"]
+
+
+def test_malformed_data_and_nothing_runnable_are_usage_errors():
+    with pytest.raises(UsageError, match=r"^data/broken.jsonl:3: not valid JSON"):
+        collect_work(FakeSuite(), ["ok", "broken"], None, 100, 0, limit=None, warn=lambda line: None)
+    with pytest.raises(UsageError, match="nothing to run: no task of suite fake has data here"):
+        collect_work(FakeSuite(), ["missing"], None, 100, 0, limit=None, warn=lambda line: None)
+
+
+def test_data_dir_on_a_generated_suite_is_refused(tmp_path, capsys):
+    assert main(["run", "--suite", "niah", "--data-dir", str(tmp_path), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: --data-dir: suite niah reads no data files (its samples are generated here)"]
+    assert not (tmp_path / "r").exists()
+
+
+def test_unknown_truncation_rule_is_refused(tmp_path, capsys):
+    assert main(["run", "--truncation", "left", "--out", str(tmp_path / "r")]) == 2
+    assert "unknown truncation rule 'left'; choose one of: longbench, paper" in capsys.readouterr().err
+
+
+class CharTokenizer:
+    """One token per character (ids = code points); no chat template."""
+
+    chat_template = None
+
+    def __call__(self, text, add_special_tokens=True):
+        class Out:
+            input_ids = [ord(c) for c in text]
+
+        return Out()
+
+    def decode(self, ids, skip_special_tokens=False):
+        return "".join(chr(i) for i in ids)
+
+
+def _evaluator(truncation, max_length):
+    from harness.evaluate import Evaluator
+
+    ev = Evaluator.__new__(Evaluator)  # inputs() needs only the tokenizer and the settings
+    ev.tokenizer, ev.max_length, ev.chat_template, ev.truncation = CharTokenizer(), max_length, "auto", truncation
+    return ev
+
+
+def test_paper_truncation_crops_to_max_length_minus_new_tokens():
+    sample = Sample(id="0", task="t", prompt="abcdefghijklmnopqrst", answers=[], max_new_tokens=4)
+    ids, cropped = _evaluator("paper", 14).inputs(sample)
+    assert "".join(map(chr, ids)) == "abcdefghijklmnopqrst"
+    assert "".join(map(chr, cropped)) == "abcdepqrst"  # 10 = 14 - 4 tokens: first 5, last 5
+
+
+def test_longbench_truncation_crops_the_plain_prompt_to_max_length():
+    sample = Sample(id="0", task="t", prompt="abcdefghijklmnopqrst", answers=[], max_new_tokens=4)
+    _, cropped = _evaluator("longbench", 14).inputs(sample)
+    assert "".join(map(chr, cropped)) == "abcdefgnopqrst"  # half = 7 tokens from each end, no room for new tokens
+    short = Sample(id="1", task="t", prompt="abc", answers=[], max_new_tokens=4)
+    assert _evaluator("longbench", 14).inputs(short)[1] == [97, 98, 99]
+
+
+def half_judge(prediction, answers, sample):
+    return 0.5 if answers[0] in prediction else 0.0
+
+
+def test_niah_judge_replaces_the_builtin_scorer():
+    from tasks.niah import NIAH
+
+    sample = Sample(id="x", task="needle", prompt="", answers=["sandwich"], max_new_tokens=8)
+    assert NIAH().score(sample, "eat a sandwich") == 1.0
+    judged = NIAH(judge=f"{__name__}:half_judge")
+    assert judged.score(sample, "eat a sandwich") == 0.5 and judged.score(sample, "no") == 0.0
+    for bad, msg in (("nomodule", "must look like module:function"), ("no_such_mod:f", "cannot be loaded"),
+                     (f"{__name__}:missing", "cannot be loaded")):
+        with pytest.raises(ValueError, match=msg):
+            NIAH(judge=bad)
+
+
+def test_metrics_grid_and_provenance():
+    def rec(length, depth, score, source="generated"):
+        return {"task": "passkey", "score": score, "input_tokens": length, "source": source, "generated_data": True,
+                "cache": {"physical_mean": 1.0, "logical_mean": 1.0}, "metadata": {"length": length, "depth": depth}}
+
+    m = summarise([rec(1024, 0.5, 1.0), rec(1024, 0.5, 0.0), rec(1024, 0.0, 1.0), rec(2048, 0.0, 0.0)],
+                  skipped={"needle": "why"})
+    t = m["tasks"]["passkey"]
+    assert t["grid"] == {"1024": {"0.0": 100.0, "0.5": 50.0}, "2048": {"0.0": 0.0}}
+    assert t["sources"] == ["generated"] and t["generated_data"] is True
+    assert m["skipped"] == {"needle": "why"}
