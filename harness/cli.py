@@ -129,6 +129,13 @@ def build_parser() -> argparse.ArgumentParser:
     p_list = sub.add_parser("list", help="list policies, suites and tasks, built-in models")
     p_list.set_defaults(func=_list)
 
+    from harness.report import command as report_command
+
+    p_rep = sub.add_parser("report", help="paper-style tables (Markdown, LaTeX, CSV) and figures from run directories",
+                           description="Tables and figures from run directories (and fit folders with --fit).")
+    report_command.add_arguments(p_rep)
+    p_rep.set_defaults(func=report_command.main)
+
     from harness import namm_init
 
     p_init = sub.add_parser("namm-init", help="NAMM checkpoint with normalisation statistics from full-cache runs",

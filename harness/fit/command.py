@@ -12,6 +12,7 @@ def add_arguments(p) -> None:
     p.add_argument("--suite", default="niah", help="suite whose tasks are fitted (default niah)")
     p.add_argument("--suite-arg", action="append", metavar="KEY=VALUE",
                    help="suite option, repeatable, e.g. lengths=2048 for niah")
+    p.add_argument("--data-dir", help="folder with local copies of the suite's official data files")
     p.add_argument("--stages", action="append", metavar="TASKS[:GENERATIONS]",
                    help="one per stage, e.g. --stages passkey:300 --stages needle:250; a stage ADDS its tasks "
                         "and starts from the previous stage's best mean (default generations 10)")
@@ -45,7 +46,8 @@ def main(args) -> int:
     if args.member_batch is not None and args.member_batch < 1:
         raise UsageError(f"--member-batch must be a positive integer, got {args.member_batch}")
     config = FitConfig(
-        policy=args.policy, suite=args.suite, suite_args=parse_suite_args(args.suite_arg), stages=[parse_stage(s) for s in args.stages], popsize=args.popsize,
+        policy=args.policy, suite=args.suite, suite_args=parse_suite_args(args.suite_arg),
+        data_dir=args.data_dir, stages=[parse_stage(s) for s in args.stages], popsize=args.popsize,
         elite_ratio=args.elite_ratio, sigma0=args.sigma0, mean0=args.mean0, prompts_per_task=args.prompts_per_task,
         val_fraction=args.val_fraction, eval_every=args.eval_every, member_batch=args.member_batch,
         stats_prompts=args.stats_prompts, model=args.model, max_length=args.max_length, n_up=args.n_up,

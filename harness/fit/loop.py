@@ -39,6 +39,7 @@ class FitConfig:
     policy: str = "namm_bam"
     suite: str = "niah"
     suite_args: dict = field(default_factory=dict)
+    data_dir: str | None = None
     stages: list = field(default_factory=lambda: [(["passkey"], 10)])  # [(tasks added, generations)]
     popsize: int = 32
     elite_ratio: float = 0.5
@@ -83,9 +84,11 @@ def validate(config: FitConfig, out: Path):
     import policies
 
     choose("policy", config.policy, [p for p in policies.POLICIES if p.startswith("namm")])
+    from harness.runner import RunConfig, suite_options
     from harness.suite_args import load_suite
 
-    suite = load_suite(config.suite, config.suite_args)
+    suite = load_suite(config.suite, suite_options(RunConfig(suite=config.suite, suite_args=config.suite_args,
+                                                             data_dir=config.data_dir)))
     for names, generations in config.stages:
         for task in names:
             choose(f"task of suite {config.suite}", task, suite.tasks)
@@ -136,13 +139,27 @@ class Fit:
         self.splits = {}
         for names, _ in config.stages:
             for task in names:
-                samples = list(self.suite.samples(task, self.tokenizer, max_length=self.max_length, seed=config.seed))
-                self.splits[task] = split(samples, config.val_fraction, config.seed)
+                self.splits[task] = split(self._samples(task), config.val_fraction, config.seed)
+        self.generated_data = any(s.generated for train, val in self.splits.values() for s in train + val)
         self._ids: dict[tuple[str, str], list[int]] = {}
         self.references = References(out / "references.jsonl", write=self.world.rank == 0)
         from policies.namm.scorers import SCORERS
 
         self.n_params = SCORERS[config.policy.removeprefix("namm_")]().n_params
+
+    def _samples(self, task: str) -> list:
+        """All samples of a fitting task; a task without data here cannot be fitted (UsageError)."""
+        from tasks.base import DataError, TaskUnavailable
+
+        try:
+            samples = list(self.suite.samples(task, self.tokenizer, max_length=self.max_length, seed=self.config.seed))
+        except TaskUnavailable as err:
+            raise UsageError(f"cannot fit on {err}") from err
+        except DataError as err:
+            raise UsageError(str(err).splitlines()[0]) from err
+        if not samples:
+            raise UsageError(f"task {self.config.suite}/{task} has no samples at --max-length {self.max_length}")
+        return samples
 
     # ---- state ----------------------------------------------------------------------------------
     def _state_path(self) -> Path:
@@ -309,7 +326,7 @@ class Fit:
             hyperparameters={"gamma": self.config.gamma, "n_up": self.config.n_up, "n_fft": 32, "hop": 16,
                              "age_dim": 8, "threshold": self.config.threshold},
             fitted_on={"model": self.source.name, "suite": self.config.suite, "tasks": list(tasks),
-                       "stage": stage + 1, "generated_data": self.suite.generated,
+                       "stage": stage + 1, "generated_data": self.generated_data or self.suite.generated,
                        "statistics_from": f"{self.config.suite}/{self.config.stages[0][0][0]}"},
             fitness={"validation": validation["tasks"], "validation_mean": validation["mean"],
                      "generation": state["best"]["generation"], "generations_so_far": len(log) + 1,

@@ -50,11 +50,12 @@ class NAMMPolicy(Policy):
     def __post_init__(self):
         self.scorer = SCORERS[self.architecture]()
         hyper = {}
+        self.fitted_on: dict = {}  # from the checkpoint: what it was fitted on (reports' "Test tasks")
         path = self.checkpoint or self._shipped()
         if path is not None and self.params is None:
             ckpt = load_checkpoint(path, expect_architecture=self.architecture)
             self.params, self.norm_mean, self.norm_var = ckpt.params, ckpt.norm_mean, ckpt.norm_var
-            hyper = ckpt.hyperparameters
+            hyper, self.fitted_on = ckpt.hyperparameters, dict(ckpt.fitted_on)
         elif self.params is None:
             warnings.warn(
                 f"{self.name}: no checkpoint given and none shipped yet; using zero parameters, which keep "
@@ -112,4 +113,5 @@ class NAMMPolicy(Policy):
             "threshold": self.threshold,
             "gamma": self.features.gamma,
             "n_params": self.scorer.n_params,
+            "fitted_on": self.fitted_on,
         }
