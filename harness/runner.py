@@ -19,6 +19,7 @@ from harness.errors import UsageError, choose
 from harness.metrics import summarise
 
 TRUNCATIONS = ("paper", "longbench")
+_RESULT_KEYS = ("prediction", "score", "new_tokens", "cache", "timing", "input_tokens")
 
 
 @dataclass
@@ -194,35 +195,57 @@ def run(config: RunConfig, out: str | Path | None = None, progress: bool = True)
     torch.manual_seed(config.seed)
     world = distributed.World.from_env(config.device)
     device = world.device_for(config.device)
-    model, tokenizer, source = load_model(config.model, device=device, dtype=config.dtype)
-    attach(model)
-    max_length = config.max_length or getattr(model.config.get_text_config(), "max_position_embeddings", 8192)
-    run_dir = Path(out) if out else default_out(config, source.name)
+    custom = hasattr(suite, "evaluate_sample")  # suites with their own model and loop (RL, video)
+    if custom:
+        from tasks.base import TaskUnavailable
+
+        try:
+            model, model_name = suite.load_model(config.model, device, config.dtype)
+        except (TaskUnavailable, ValueError, ImportError, OSError) as err:
+            raise UsageError(str(err).splitlines()[0] if str(err) else type(err).__name__) from err
+        tokenizer, source = None, {"name": model_name}
+        max_length = config.max_length or getattr(suite, "max_length", 0)
+    else:
+        model, tokenizer, model_source = load_model(config.model, device=device, dtype=config.dtype)
+        attach(model)
+        max_length = config.max_length or getattr(model.config.get_text_config(), "max_position_embeddings", 8192)
+        source = dataclasses.asdict(model_source)
+    run_dir = Path(out) if out else default_out(config, source["name"])
     meta = {
-        "model": dataclasses.asdict(source),
+        "model": source,
         "max_length_used": max_length,
         "suite_generated": suite.generated,
         "policy": run_policy.describe(),
     }
+    work, skipped = collect_work(suite, selected, tokenizer, max_length, config.seed, config.limit,
+                                 warn=None if world.rank == 0 else (lambda line: None))
     if world.rank == 0:
         prepare_run_dir(run_dir, config, meta)
     world.barrier()
     prepare_run_dir(run_dir, config, meta)  # every rank checks (rank 0 created it)
 
-    work, skipped = collect_work(suite, selected, tokenizer, max_length, config.seed, config.limit,
-                                 warn=None if world.rank == 0 else (lambda line: None))
     done = records.finished_keys(run_dir)
     world.barrier()
     mine = [(i, s) for i, s in work if i % world.size == world.rank and (s.task, s.id) not in done]
     target = run_dir / records.RECORDS if world.size == 1 else records.rank_file(run_dir, world.rank)
-    evaluator = Evaluator(model, tokenizer, suite, max_length, config.n_up, config.cache_mode, config.prefill_chunk,
-                          config.chat_template, device, config.truncation)
+    evaluator = None if custom else Evaluator(model, tokenizer, suite, max_length, config.n_up, config.cache_mode,
+                                              config.prefill_chunk, config.chat_template, device, config.truncation)
 
     bar = _progress(len(mine), world.rank == 0 and progress, f"{config.suite}/{config.policy}")
     for index, sample in mine:
-        ids, cropped = evaluator.inputs(sample)
-        policy = policy_for_sample(run_policy, config, len(cropped))
-        result = evaluator.evaluate(sample, policy, cropped=cropped)[0]
+        if custom:
+            n_tokens = sample.metadata.get("prompt_tokens")
+            if n_tokens is None and config.cache_size is not None and config.cache_size < 1:
+                raise UsageError(f"suite {config.suite} has no prompt length to take a fraction of; "
+                                 "give --cache-size in tokens")
+            policy = policy_for_sample(run_policy, config, n_tokens or 0)
+            result = suite.evaluate_sample(sample, model, policy, config.n_up, config.cache_mode, device)
+            ids = cropped = range(int(result.get("input_tokens", n_tokens or 0)))
+        else:
+            ids, cropped = evaluator.inputs(sample)
+            policy = policy_for_sample(run_policy, config, len(cropped))
+            result = evaluator.evaluate(sample, policy, cropped=cropped)[0]
+        extra = {k: v for k, v in result.items() if k not in _RESULT_KEYS}
         records.append_record(
             target,
             {
@@ -242,6 +265,7 @@ def run(config: RunConfig, out: str | Path | None = None, progress: bool = True)
                 "cache": result["cache"],
                 "metadata": sample.metadata,
                 "timing": result["timing"],
+                **extra,
             },
         )
         bar.update(1)

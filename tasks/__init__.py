@@ -34,6 +34,7 @@ def get_suite(name: str, options: dict | None = None) -> Suite:
     return cls(**options)
 
 
-from tasks import niah  # noqa: E402,F401  (suites register on import)
+from tasks import choubun, infinitebench, longbench, niah  # noqa: E402,F401  (suites register on import)
+from tasks.scoring import score  # noqa: E402
 
-__all__ = ["SUITES", "Sample", "Suite", "get_suite", "register_suite"]
+__all__ = ["SUITES", "Sample", "Suite", "get_suite", "register_suite", "score"]

@@ -115,3 +115,73 @@ def test_metrics_grid_and_provenance():
     assert t["grid"] == {"1024": {"0.0": 100.0, "0.5": 50.0}, "2048": {"0.0": 0.0}}
     assert t["sources"] == ["generated"] and t["generated_data"] is True
     assert m["skipped"] == {"needle": "why"}
+
+
+FIXTURES = __import__("pathlib").Path(__file__).parent / "fixtures"
+
+
+def _records(run_dir):
+    import json
+
+    return [json.loads(line) for line in (run_dir / "records.jsonl").read_text().splitlines()]
+
+
+def test_longbench_offline_runs_generated_tasks_and_skips_the_rest(tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "lb"
+    assert main(["run", "--model", str(tiny_model_dir), "--suite", "longbench", "--limit", "1", "--out", str(out),
+                 "--quiet", "--max-length", "640", "--tasks", "passage_count,qasper,trec"]) == 0
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert err == ["warning: skipped longbench/qasper: no data here; pass --data-dir DIR with qasper.jsonl "
+                   "(official LongBench format) or run with hub access",
+                   "warning: skipped longbench/trec: no data here; pass --data-dir DIR with trec.jsonl "
+                   "(official LongBench format) or run with hub access"]
+    (rec,) = _records(out)
+    assert rec["task"] == "passage_count" and rec["source"] == "generated" and rec["generated_data"] is True
+    metrics = __import__("json").loads((out / "metrics.json").read_text())
+    assert set(metrics["skipped"]) == {"qasper", "trec"} and metrics["tasks"]["passage_count"]["sources"] == ["generated"]
+
+
+def test_longbench_with_data_dir_runs_every_task(tiny_model_dir, tmp_path):
+    from tasks.longbench import LongBench
+
+    out = tmp_path / "lb"
+    assert main(["run", "--model", str(tiny_model_dir), "--suite", "longbench", "--limit", "1", "--out", str(out),
+                 "--quiet", "--max-length", "600", "--data-dir", str(FIXTURES / "longbench")]) == 0
+    recs = _records(out)
+    assert sorted(r["task"] for r in recs) == sorted(LongBench.tasks) and len(recs) == 21
+    assert {r["source"] for r in recs} == {"data-dir"} and not any(r["generated_data"] for r in recs)
+    assert {r["task_id"] for r in recs} >= {"1-1", "5-2", "6-2"}
+
+
+def test_malformed_data_dir_is_one_line_exit_2(tiny_model_dir, tmp_path, capsys):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "trec.jsonl").write_text('{"input": "x"}\nnot json\n')
+    assert main(["run", "--model", str(tiny_model_dir), "--suite", "longbench", "--tasks", "trec", "--quiet",
+                 "--data-dir", str(bad), "--out", str(tmp_path / "r")]) == 2
+    lines = [line for line in capsys.readouterr().err.strip().splitlines() if not line.startswith("Loading weights")]
+    assert len(lines) == 1 and lines[0].startswith(f"error: {bad / 'trec.jsonl'}:1:"), lines
+    assert not (tmp_path / "r").exists()  # nothing half-written
+
+
+def test_infinitebench_offline_generates_four_tasks_and_skips_the_others(tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "ib"
+    assert main(["run", "--policy", "full", "--suite", "infinitebench", "--limit", "2", "--model", str(tiny_model_dir),
+                 "--max-length", "640", "--out", str(out), "--quiet"]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: skipped")]
+    recs = _records(out)
+    ran = sorted({r["task"] for r in recs})
+    assert ran == ["kv_retrieval", "math_find", "number_string", "passkey"]
+    assert len(recs) == 8 and all(r["source"] == "generated" and r["generated_data"] for r in recs)
+    assert len(warnings) == 8 and all("pass --data-dir DIR" in w for w in warnings)
+
+
+def test_infinitebench_with_data_dir_runs_every_task(tiny_model_dir, tmp_path):
+    from tasks.infinitebench import InfiniteBench
+
+    out = tmp_path / "ib"
+    assert main(["run", "--suite", "infinitebench", "--limit", "1", "--model", str(tiny_model_dir),
+                 "--max-length", "640", "--out", str(out), "--quiet", "--data-dir", str(FIXTURES / "infinitebench")]) == 0
+    recs = _records(out)
+    assert sorted(r["task"] for r in recs) == sorted(InfiniteBench.tasks)
+    assert {r["source"] for r in recs} == {"data-dir"}
