@@ -56,6 +56,7 @@ class EvictionLayer(DynamicLayer):
         if n_up < 1:
             raise ValueError(f"n_up must be positive, got {n_up}")
         self.policy, self.layer_idx, self.n_up, self.mode = policy, layer_idx, n_up, mode
+        self.defer = False  # True: maybe_evict waits (see EvictionCache.shared_prefill)
         self._clear()
 
     def _clear(self):
@@ -146,7 +147,7 @@ class EvictionLayer(DynamicLayer):
 
     def maybe_evict(self) -> None:
         """Run the policy if the tokens seen crossed a multiple of ``n_up`` since the last update."""
-        if not self.policy.evicts or self.seen // self.n_up == self.updated_at // self.n_up:
+        if self.defer or not self.policy.evicts or self.seen // self.n_up == self.updated_at // self.n_up:
             return
         start = time.perf_counter()
         n = self.keys.shape[-2]
@@ -284,6 +285,29 @@ class EvictionCache(Cache):
     @property
     def eviction_layers(self) -> list[EvictionLayer]:
         return [layer for layer in self.layers if isinstance(layer, EvictionLayer)]
+
+    def shared_prefill(self, forward, batch: int):
+        """Run ``forward()`` (one chunk of a batch-1 prompt) once, then repeat the cache ``batch`` times.
+
+        For ``batch`` identical prompts (CMA-ES members on copies of one prompt): the first chunk's
+        keys, values and attention are the same for every element, so it is computed once; the
+        policy update it triggers runs afterwards on the repeated cache, where each element may
+        evict differently (e.g. under its own NAMM parameters). Equivalent to running the chunk on
+        the whole batch, because an update only changes what LATER chunks attend to.
+        Returns ``forward()``'s result.
+        """
+        layers = self.eviction_layers
+        for layer in layers:
+            layer.defer = True
+        try:
+            out = forward()
+        finally:
+            for layer in layers:
+                layer.defer = False
+        self.batch_repeat_interleave(batch)
+        for layer in layers:
+            layer.maybe_evict()
+        return out
 
     def policy_seconds(self) -> float:
         """Wall time spent in policy updates (selection + gather) over all layers."""

@@ -69,7 +69,7 @@ class Evaluator:
         cache = EvictionCache(self.model.config, policy, n_up=self.n_up, mode=self.cache_mode)
         input_ids = torch.tensor([cropped], device=self.device).expand(batch, -1)
         gen = greedy_generate(self.model, input_ids, cache, sample.max_new_tokens, self.prefill_chunk or self.n_up,
-                              self.stop_ids)
+                              self.stop_ids, shared_prefix=batch > 1)
         results = []
         for i, tokens in enumerate(gen.batch_tokens):
             prediction = self.tokenizer.decode(tokens, skip_special_tokens=True)

@@ -35,20 +35,28 @@ def greedy_generate(
     max_new_tokens: int,
     chunk_size: int = 512,
     stop_ids: set[int] = frozenset(),
+    shared_prefix: bool = False,
 ) -> Generation:
     """Feed ``input_ids`` (``[batch, L]``) in ``chunk_size`` chunks, then decode greedily.
 
     Positions come from the cache (tokens seen), so eviction between chunks is transparent.
     Each batch element stops after ``max_new_tokens`` or at a stop id (which is not returned);
     finished elements keep being fed their stop token until every element is done.
+    ``shared_prefix``: the rows of ``input_ids`` are identical (an :class:`EvictionCache` is required);
+    the first chunk is computed once for all of them.
     """
     start = time.perf_counter()
     logits = None
-    for s in range(0, input_ids.shape[1], chunk_size):
+    batch = input_ids.shape[0]
+    first = 0
+    if shared_prefix and batch > 1:  # identical rows: the first chunk runs once (EvictionCache.shared_prefill)
+        out = cache.shared_prefill(lambda: model(input_ids=input_ids[:1, :chunk_size], past_key_values=cache,
+                                                 use_cache=True, logits_to_keep=1), batch)
+        logits, first = out.logits[:, -1].expand(batch, -1), chunk_size
+    for s in range(first, input_ids.shape[1], chunk_size):
         out = model(input_ids=input_ids[:, s : s + chunk_size], past_key_values=cache, use_cache=True, logits_to_keep=1)
         logits = out.logits[:, -1]
     prefill_s = time.perf_counter() - start
-    batch = input_ids.shape[0]
     tokens: list[list[int]] = [[] for _ in range(batch)]
     done = [False] * batch
     start = time.perf_counter()

@@ -107,3 +107,27 @@ def test_namm_init_then_run_end_to_end_on_the_embedded_model(tmp_path, capsys):
                  "--out", str(tmp_path / "never")]) == 2
     assert "file not found" in capsys.readouterr().err
     assert not (tmp_path / "never").exists()
+
+
+@pytest.mark.parametrize("policy_name", ["namm_bam", "h2o"])
+def test_shared_first_chunk_equals_running_every_copy(policy_name):
+    """greedy_generate(shared_prefix=True) computes the first chunk once and repeats the cache: the
+    members' tokens and kept positions equal those of the plain batched run."""
+    ids = torch.randint(0, 128, (1, 100), generator=torch.Generator().manual_seed(6))
+    if policy_name == "namm_bam":
+        policy = make_policy("namm_bam", n_up=N_UP, params=torch.stack([random_params("bam", s) for s in (7, 8, 9)]))
+    else:
+        policy = make_policy("h2o", budget=40, recent_window=8)
+    model = tiny_llama()
+    attach(model)
+    results = []
+    for shared in (False, True):
+        cache = EvictionCache(model.config, policy, n_up=N_UP)
+        gen = greedy_generate(model, ids.expand(3, -1), cache, 12, N_UP, shared_prefix=shared)
+        results.append((gen.batch_tokens, [(lay.positions.clone(), lay.valid) for lay in cache.eviction_layers],
+                        cache.eviction_layers[0].n_updates))
+    (tok_a, pos_a, up_a), (tok_b, pos_b, up_b) = results
+    assert tok_a == tok_b and up_a == up_b == 3
+    for (pa, va), (pb, vb) in zip(pos_a, pos_b):
+        assert torch.equal(pa, pb) and ((va is None and vb is None) or torch.equal(va, vb))
+    assert any(va is not None or pa.shape[-1] < 100 + 11 for pa, va in pos_a)  # something was evicted
