@@ -145,3 +145,26 @@ def test_short_fit_on_the_embedded_model(tmp_path):
     refs = [json.loads(x) for x in (out / "references.jsonl").read_text().splitlines()]
     assert {r["score"] for r in refs} == {1.0}  # SmolLM2 finds 1K passkeys with the full cache
     assert all(r["cache"]["logical_mean"] > 0 for r in records)
+
+
+def test_fit_on_generated_infinitebench_tasks(tiny_model_dir, tmp_path):
+    """Offline fitting tasks: InfiniteBench-recipe passkey and kv_retrieval, generated here."""
+    out = tmp_path / "ib"
+    assert main(["fit", "--model", str(tiny_model_dir), "--suite", "infinitebench", "--stages", "passkey,kv_retrieval:1",
+                 "--suite-arg", "lengths=400", "--suite-arg", "n_samples=3", "--max-length", "640", "--popsize", "4",
+                 "--prompts-per-task", "1", "--val-fraction", "0.34", "--n-up", "64", "--stats-prompts", "1",
+                 "--out", str(out), "--quiet"]) == 0
+    (line,) = log(out)
+    ckpt = load_checkpoint(out / "namm_bam.safetensors")
+    assert ckpt.fitted_on["suite"] == "infinitebench" and ckpt.fitted_on["tasks"] == ["passkey", "kv_retrieval"]
+    assert ckpt.fitted_on["generated_data"] is True and line["generation"] == 1
+
+
+def test_fit_on_a_task_without_data_is_refused(tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "never"
+    assert main(["fit", "--model", str(tiny_model_dir), "--suite", "longbench", "--stages", "qasper:1",
+                 "--out", str(out), "--quiet"]) == 2
+    err = [x for x in capsys.readouterr().err.strip().splitlines() if not x.startswith("Loading weights")]
+    assert err == ["error: cannot fit on longbench/qasper: no data here; pass --data-dir DIR with qasper.jsonl "
+                   "(official LongBench format) or run with hub access"]
+    assert not out.exists()
