@@ -136,6 +136,14 @@ def build_parser() -> argparse.ArgumentParser:
     report_command.add_arguments(p_rep)
     p_rep.set_defaults(func=report_command.main)
 
+    from tasks.d4rl import train as dt_train
+
+    p_dt = sub.add_parser("fit-dt", help="train a small Decision Transformer on a minari dataset (d4rl suite)",
+                          description="Train a Decision Transformer (transformers format) on a minari dataset, "
+                          "on CPU; the d4rl suite runs it with --model DIR.")
+    dt_train.add_arguments(p_dt)
+    p_dt.set_defaults(func=dt_train.main)
+
     from harness import namm_init
 
     p_init = sub.add_parser("namm-init", help="NAMM checkpoint with normalisation statistics from full-cache runs",

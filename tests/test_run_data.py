@@ -185,3 +185,25 @@ def test_infinitebench_with_data_dir_runs_every_task(tiny_model_dir, tmp_path):
     recs = _records(out)
     assert sorted(r["task"] for r in recs) == sorted(InfiniteBench.tasks)
     assert {r["source"] for r in recs} == {"data-dir"}
+
+
+def test_d4rl_through_the_runner(tmp_path):
+    """A suite with its own model and loop (evaluate_sample): records carry the episode's return,
+    the normalised score / 100 and the cache within budget + n_up; a fractional budget uses 3 x max_steps."""
+    import json
+
+    from tasks.d4rl.envs import normalized_score
+
+    out = tmp_path / "d4rl"
+    assert main(["run", "--suite", "d4rl", "--tasks", "hopper-medium", "--limit", "2", "--suite-arg", "max_steps=40",
+                 "--policy", "h2o", "--cache-size", "0.25", "--n-up", "16", "--out", str(out), "--quiet"]) == 0
+    recs = _records(out)
+    assert [r["id"] for r in recs] == ["seed0", "seed1"]
+    for r in recs:
+        assert r["budget"] == 30  # 0.25 x 3 x 40 tokens
+        assert abs(r["score"] - normalized_score("hopper", r["episode_return"]) / 100) < 1e-9
+        assert r["prediction"] == f"return={r['episode_return']:.1f}" and r["source"] == "generated"
+        assert r["input_tokens"] == 3 * r["env_steps"] - 1
+        assert max(layer["physical"] for layer in r["cache"]["layers"]) <= 30 + 16
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["tasks"]["hopper-medium"]["n"] == 2
