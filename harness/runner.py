@@ -19,7 +19,7 @@ from harness.errors import UsageError, choose
 from harness.metrics import summarise
 
 TRUNCATIONS = ("paper", "longbench")
-_RESULT_KEYS = ("prediction", "score", "new_tokens", "cache", "timing", "input_tokens")
+_RESULT_KEYS = ("prediction", "score", "new_tokens", "cache", "timing", "input_tokens", "prompt_tokens")
 
 
 @dataclass
@@ -234,13 +234,9 @@ def run(config: RunConfig, out: str | Path | None = None, progress: bool = True)
     bar = _progress(len(mine), world.rank == 0 and progress, f"{config.suite}/{config.policy}")
     for index, sample in mine:
         if custom:
-            n_tokens = sample.metadata.get("prompt_tokens")
-            if n_tokens is None and config.cache_size is not None and config.cache_size < 1:
-                raise UsageError(f"suite {config.suite} has no prompt length to take a fraction of; "
-                                 "give --cache-size in tokens")
-            policy = policy_for_sample(run_policy, config, n_tokens or 0)
-            result = suite.evaluate_sample(sample, model, policy, config.n_up, config.cache_mode, device)
-            ids = cropped = range(int(result.get("input_tokens", n_tokens or 0)))
+            result, n_tokens, policy = _evaluate_custom(suite, sample, model, run_policy, config, device)
+            cropped = range(int(result.get("input_tokens", n_tokens or 0)))
+            ids = range(int(result.get("prompt_tokens", len(cropped))))
         else:
             ids, cropped = evaluator.inputs(sample)
             policy = policy_for_sample(run_policy, config, len(cropped))
@@ -273,11 +269,31 @@ def run(config: RunConfig, out: str | Path | None = None, progress: bool = True)
     world.barrier()
     if world.rank == 0:
         all_records = records.merge_rank_files(run_dir)
-        records.write_json_atomic(run_dir / "metrics.json", summarise(all_records, expected=len(work),
-                                                                         skipped=skipped))
+        metrics = summarise(all_records, expected=len(work), skipped=skipped)
+        if hasattr(suite, "aggregate") and all_records:  # a benchmark's own headline number (e.g. MLVU)
+            metrics["official_score"] = suite.aggregate(all_records)
+        records.write_json_atomic(run_dir / "metrics.json", metrics)
     world.barrier()
     world.close()
     return run_dir
+
+
+def _evaluate_custom(suite, sample, model, run_policy, config: RunConfig, device):
+    """One sample of a suite with its own model loop (``suite.evaluate_sample``: RL rollouts, video);
+    returns ``(result, prompt tokens or None, the sample's policy)``."""
+    from tasks.base import DataError
+
+    if hasattr(suite, "input_tokens"):
+        n_tokens = suite.input_tokens(sample, model)
+    else:
+        n_tokens = sample.metadata.get("prompt_tokens")
+    if n_tokens is None and config.cache_size is not None and config.cache_size < 1:
+        raise UsageError(f"suite {config.suite} has no prompt length to take a fraction of; give --cache-size in tokens")
+    policy = policy_for_sample(run_policy, config, n_tokens or 0)
+    try:
+        return suite.evaluate_sample(sample, model, policy, config.n_up, config.cache_mode, device), n_tokens, policy
+    except DataError as err:
+        raise UsageError(str(err).splitlines()[0]) from err
 
 
 def _progress(total: int, enabled: bool, desc: str):

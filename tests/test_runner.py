@@ -95,7 +95,7 @@ def test_different_config_in_existing_dir_is_refused(tiny_model_dir, reference_r
     "args,expect",
     [
         (["--policy", "nope"], "unknown policy 'nope'; choose one of: full, h2o, l2, namm_bam, namm_mlp, streaming"),
-        (["--suite", "nope"], "unknown suite 'nope'; choose one of: choubun, d4rl, infinitebench, longbench, niah"),
+        (["--suite", "nope"], "unknown suite 'nope'; choose one of: choubun, d4rl, infinitebench, longbench, longvideobench, mlvu, niah"),
         (["--tasks", "passkey,nope"], "unknown task of suite niah 'nope'; choose one of: needle, passkey"),
         (["--cache-size", "-5"], "--cache-size must be a positive token count"),
         (["--model", "./no/such/model"], "model './no/such/model' not found"),

@@ -20,7 +20,7 @@ RATIO_OF_MEANS = "ratio-of-means"
 CONVENTIONS = (MEAN_OF_RATIOS, RATIO_OF_MEANS)
 
 #: Suites in the order of the paper's tables; other suites follow alphabetically.
-SUITE_ORDER = ("longbench", "infinitebench", "choubun", "d4rl", "niah")
+SUITE_ORDER = ("longbench", "infinitebench", "choubun", "longvideobench", "mlvu", "d4rl", "niah")
 
 LONGBENCH_CATEGORIES = {"1": "Single-Doc QA", "2": "Multi-Doc QA", "3": "Summarization",
                         "4": "Few-shot Learning", "5": "Synthetic", "6": "Code"}
@@ -56,6 +56,9 @@ LAYOUTS = {
     "d4rl": SuiteLayout(
         "D4RL", RATIO_OF_MEANS, True, order=tuple(f"{env}-{q}" for env in _D4RL_ENVS for q in _D4RL_QUALITIES),
         categories={f"{env}-{q}": env for env in _D4RL_ENVS for q in _D4RL_QUALITIES}),
+    # paper Table 6 (video): multiple-choice accuracy; MLVU's official number is metrics.json's official_score
+    "longvideobench": SuiteLayout("LongVideoBench", RATIO_OF_MEANS, True, order=("LongVideoBench",)),
+    "mlvu": SuiteLayout("MLVU", RATIO_OF_MEANS, True, order=("MLVU",)),
     "niah": SuiteLayout("Needle in a haystack", RATIO_OF_MEANS, True,
                         order=("NIAH.PassKey", "NIAH.Needle"),
                         categories={"NIAH.PassKey": "Retrieval", "NIAH.Needle": "Retrieval"}),
