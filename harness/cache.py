@@ -313,6 +313,10 @@ class EvictionCache(Cache):
         """Wall time spent in policy updates (selection + gather) over all layers."""
         return sum(layer.policy_s for layer in self.eviction_layers)
 
+    def summary(self, element: int | None = None) -> dict:
+        """A record's ``cache`` entry (see :func:`summarise_layers`) for the batch or one element."""
+        return summarise_layers(self.stats(element))
+
     def stats(self, element: int | None = None) -> list[dict]:
         """Per-layer statistics (batch mean, or batch element ``element``); non-evicting layers
         report their physical length only."""
@@ -324,3 +328,15 @@ class EvictionCache(Cache):
                 length = 0 if layer.keys is None or layer.keys.dim() < 3 else int(layer.keys.shape[-2])
                 out.append({"layer": i, "physical": length, "evicts": False})
         return out
+
+
+def summarise_layers(stats: list[dict]) -> dict:
+    """``{"physical_mean", "logical_mean", "layers"}``: per-layer ``stats`` with the physical slots and
+    logical per-head kept tokens averaged over the evicting layers (the record's ``cache`` entry)."""
+    evicting = [s for s in stats if s.get("evicts", True)]
+
+    def mean(values):
+        return round(sum(values) / len(values), 3) if values else 0.0
+
+    return {"physical_mean": mean([s["physical"] for s in evicting]),
+            "logical_mean": mean([s["logical"] for s in evicting]), "layers": stats}

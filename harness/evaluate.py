@@ -73,17 +73,11 @@ class Evaluator:
         results = []
         for i, tokens in enumerate(gen.batch_tokens):
             prediction = self.tokenizer.decode(tokens, skip_special_tokens=True)
-            stats = cache.stats(i if batch > 1 else None)
-            evicting = [s for s in stats if s.get("evicts", True)]
             results.append({
                 "prediction": prediction,
                 "score": float(self.suite.score(sample, prediction)),
                 "new_tokens": len(tokens),
-                "cache": {
-                    "physical_mean": _mean([s["physical"] for s in evicting]),
-                    "logical_mean": _mean([s["logical"] for s in evicting]),
-                    "layers": stats,
-                },
+                "cache": cache.summary(i if batch > 1 else None),
                 "timing": {
                     "prefill_s": round(gen.prefill_s, 4),
                     "decode_s": round(gen.decode_s, 4),
@@ -92,6 +86,3 @@ class Evaluator:
             })
         return results
 
-
-def _mean(values) -> float:
-    return round(sum(values) / len(values), 3) if values else 0.0

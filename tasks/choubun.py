@@ -19,7 +19,8 @@ with no data raises :class:`tasks.base.TaskUnavailable` when ``samples`` is call
 from __future__ import annotations
 
 from tasks import register_suite
-from tasks.longbench import FIELDS, OfficialDataSuite
+from tasks.longbench import FIELDS, HUB_FIELDS
+from tasks.official_data import OfficialDataSuite
 
 _QA = ("以下の文書を注意深く読み、続く質問に答えてください。"
        "回答は必ず文書内の連続した文字列（テキストスパン）から抽出してください。")
@@ -58,6 +59,7 @@ class ChouBun(OfficialDataSuite):
     no_chat = frozenset()
     hub_repo = HUB_REPO
     fields = FIELDS
+    hub_fields = HUB_FIELDS
     generated_tasks = ()
     format_hint = "official ChouBun format: the fields of the hub dataset SakanaAI/ChouBun"
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import socket
 from pathlib import Path
 
@@ -38,10 +39,11 @@ def hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
-def read_jsonl(path: str | Path, required: tuple[str, ...] = ()) -> list[dict]:
+def read_jsonl(path: str | Path, required: tuple[str, ...] = (), validate=None) -> list[dict]:
     """Records of a JSON-lines file; each must be an object holding the ``required`` fields.
 
-    Blank lines are skipped. A bad line raises :class:`DataError` naming ``file:line``.
+    Blank lines are skipped. A bad line raises :class:`DataError` naming ``file:line``;
+    ``validate(record, "file:line")`` may check more and raise it too.
     """
     path = Path(path)
     out = []
@@ -59,6 +61,8 @@ def read_jsonl(path: str | Path, required: tuple[str, ...] = ()) -> list[dict]:
             if missing:
                 raise DataError(f"{path}:{n}: record lacks field(s) {', '.join(missing)}; "
                                 f"expected the official fields {', '.join(required)}")
+            if validate is not None:
+                validate(rec, f"{path}:{n}")
             out.append(rec)
     return out
 
@@ -72,6 +76,34 @@ def find_file(data_dir: str | Path | None, names: list[str]) -> Path | None:
         if p.is_file():
             return p
     return None
+
+
+def _hub_cache_dirs() -> tuple[Path, Path]:
+    xdg = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    home = Path(os.environ.get("HF_HOME") or xdg / "huggingface")
+    hub = Path(os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE") or home / "hub")
+    ds = Path(os.environ.get("HF_DATASETS_CACHE") or home / "datasets")
+    return hub, ds
+
+
+def hub_cached(repo: str) -> bool:
+    """Whether hub dataset ``repo`` has files in the local hub or ``datasets`` cache (a cheap check:
+    no import of ``datasets``)."""
+    org, _, name = repo.partition("/")
+    hub, ds = _hub_cache_dirs()
+    if (hub / f"datasets--{org}--{name}").is_dir():
+        return True
+    key = re.sub(r"[^a-z0-9]", "", name.lower())
+    try:
+        return any(p.is_dir() and re.sub(r"[^a-z0-9]", "", p.name.split("___", 1)[1].lower()) == key
+                   for p in ds.glob(f"{org}___*"))
+    except OSError:
+        return False
+
+
+def hub_available(repo: str) -> bool:
+    """Whether loading ``repo`` from the hub is worth trying: the hub answers or a copy is cached."""
+    return hub_reachable() or hub_cached(repo)
 
 
 def load_hub(repo: str, required: tuple[str, ...] = (), **kwargs) -> list[dict] | None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import tasks.choubun as cb
-import tasks.longbench as lb
+import tasks.official_data as official_data
 from tasks import SUITES, get_suite
 from tasks.base import DataError, Sample, TaskUnavailable
 
@@ -28,12 +28,12 @@ TOK = CharTokenizer()
 
 @pytest.fixture
 def offline(monkeypatch):
-    monkeypatch.setattr(lb, "hub_available", lambda repo: False)
+    monkeypatch.setattr(official_data, "hub_available", lambda repo: False)
 
     def no_hub(*args, **kwargs):  # pragma: no cover - must not be called
         raise AssertionError("the hub must not be tried")
 
-    monkeypatch.setattr(lb, "load_hub", no_hub)
+    monkeypatch.setattr(official_data, "load_hub", no_hub)
 
 
 def records(task):
@@ -127,8 +127,8 @@ def test_hub(monkeypatch):
         calls.append((repo, kwargs))
         return records("corp_sec_qa")
 
-    monkeypatch.setattr(lb, "hub_available", lambda repo: repo == "SakanaAI/ChouBun")
-    monkeypatch.setattr(lb, "load_hub", fake_load_hub)
+    monkeypatch.setattr(official_data, "hub_available", lambda repo: repo == "SakanaAI/ChouBun")
+    monkeypatch.setattr(official_data, "load_hub", fake_load_hub)
     got = list(cb.ChouBun().samples("corp_sec_qa", TOK, 8192))
     assert calls == [("SakanaAI/ChouBun", {"name": "corp_sec_qa", "split": "test"})]
     assert [s.metadata["source"] for s in got] == ["hub", "hub"]

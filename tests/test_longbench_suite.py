@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
+import tasks.data
 import tasks.longbench as lb
+import tasks.official_data as official_data
 from tasks import SUITES, get_suite, offline_text
 from tasks.base import DataError, Sample, TaskUnavailable
 
@@ -38,12 +40,12 @@ def tokenizer():
 @pytest.fixture
 def offline(monkeypatch):
     """No hub: not reachable and nothing cached."""
-    monkeypatch.setattr(lb, "hub_available", lambda repo: False)
+    monkeypatch.setattr(official_data, "hub_available", lambda repo: False)
 
     def no_hub(*args, **kwargs):  # pragma: no cover - must not be called
         raise AssertionError("the hub must not be tried")
 
-    monkeypatch.setattr(lb, "load_hub", no_hub)
+    monkeypatch.setattr(official_data, "load_hub", no_hub)
 
 
 def n_tokens(tokenizer, text):
@@ -249,8 +251,8 @@ def test_hub_rows(monkeypatch, tokenizer):
         calls.append((repo, required, kwargs))
         return rows
 
-    monkeypatch.setattr(lb, "hub_available", lambda repo: True)
-    monkeypatch.setattr(lb, "load_hub", fake_load_hub)
+    monkeypatch.setattr(official_data, "hub_available", lambda repo: True)
+    monkeypatch.setattr(official_data, "load_hub", fake_load_hub)
     got = list(lb.LongBench().samples("hotpotqa", tokenizer, 4096))
     assert calls == [("Xnhyacinth/LongBench", ("input", "context", "answers"), {"name": "hotpotqa", "split": "test"})]
     assert [s.metadata["source"] for s in got] == ["hub", "hub"]
@@ -259,12 +261,12 @@ def test_hub_rows(monkeypatch, tokenizer):
     assert {s.metadata["source"] for s in lb.LongBench(data_dir=FIXTURES).samples("hotpotqa", tokenizer, 4096)} == {
         "data-dir"}
     # source=hub: tried even when the hub looks unavailable; failing → TaskUnavailable
-    monkeypatch.setattr(lb, "hub_available", lambda repo: False)
-    monkeypatch.setattr(lb, "load_hub", lambda *a, **k: None)
+    monkeypatch.setattr(official_data, "hub_available", lambda repo: False)
+    monkeypatch.setattr(official_data, "load_hub", lambda *a, **k: None)
     with pytest.raises(TaskUnavailable, match="hub dataset Xnhyacinth/LongBench \\(hotpotqa\\) is not reachable"):
         lb.LongBench(source="hub").samples("hotpotqa", tokenizer, 4096)
     # a bad hub row names the row
-    monkeypatch.setattr(lb, "load_hub", lambda *a, **k: [dict(rows[0], answers="x")])
+    monkeypatch.setattr(official_data, "load_hub", lambda *a, **k: [dict(rows[0], answers="x")])
     with pytest.raises(DataError, match=r"hub dataset Xnhyacinth/LongBench \(hotpotqa\) row 0: answers"):
         lb.LongBench(source="hub").samples("hotpotqa", tokenizer, 4096)
 
@@ -273,12 +275,12 @@ def test_hub_cached(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path))
     for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_DATASETS_CACHE"):
         monkeypatch.delenv(var, raising=False)
-    assert not lb.hub_cached("Xnhyacinth/LongBench")
+    assert not tasks.data.hub_cached("Xnhyacinth/LongBench")
     (tmp_path / "datasets" / "Xnhyacinth___long_bench").mkdir(parents=True)
-    assert lb.hub_cached("Xnhyacinth/LongBench")
-    assert not lb.hub_cached("SakanaAI/ChouBun")
+    assert tasks.data.hub_cached("Xnhyacinth/LongBench")
+    assert not tasks.data.hub_cached("SakanaAI/ChouBun")
     (tmp_path / "hub" / "datasets--SakanaAI--ChouBun").mkdir(parents=True)
-    assert lb.hub_cached("SakanaAI/ChouBun")
+    assert tasks.data.hub_cached("SakanaAI/ChouBun")
 
 
 # ------------------------------------------------------------------------------------------------

@@ -118,16 +118,6 @@ class CachedDT:
         return self.model.predict_action(hidden).float().cpu().numpy()
 
 
-def _finish_stats(stats: list[dict]) -> dict:
-    evicting = [s for s in stats if s.get("evicts", True)]
-    mean = lambda xs: round(sum(xs) / len(xs), 3) if xs else 0.0
-    return {
-        "physical_mean": mean([s["physical"] for s in evicting]),
-        "logical_mean": mean([s["logical"] for s in evicting]),
-        "layers": stats,
-    }
-
-
 @torch.inference_mode()
 def cached_rollout(
     model,

@@ -143,6 +143,7 @@ class D4RL(Suite):
         self, sample: Sample, model, policy, n_up: int = 512, cache_mode: str = "original", device="cpu"
     ) -> dict:
         """Roll one episode (env seed ``sample.metadata["seed"]``) with the DT through the eviction cache."""
+        from harness.cache import summarise_layers
         from tasks.d4rl.rollout import cached_rollout
 
         loaded = self._loaded(sample.task, model if hasattr(model, "get") else None)
@@ -164,17 +165,12 @@ class D4RL(Suite):
             self.feed,
         )
         norm = normalized_score(env, r.episode_return)
-        stats = r.cache_stats
-        evicting = [s for s in stats if s.get("evicts", True)]
-        mean = lambda xs: round(sum(xs) / len(xs), 3) if xs else 0.0
         return {
             "prediction": f"return={r.episode_return:.1f}",
             "score": norm / 100,
             "new_tokens": r.steps,
             "cache": {
-                "physical_mean": mean([s["physical"] for s in evicting]),
-                "logical_mean": mean([s["logical"] for s in evicting]),
-                "layers": stats,
+                **summarise_layers(r.cache_stats),
                 "physical_max": r.physical_max,
                 "physical_max_after_update": r.physical_max_after_update,
                 "updates": r.n_updates,

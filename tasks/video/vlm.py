@@ -386,15 +386,7 @@ def modality_stats(cache, frame_of: torch.Tensor) -> dict:
 
 def cache_summary(cache, frame_of: torch.Tensor) -> dict:
     """The record's ``cache`` entry: the language suites' keys plus ``modality`` (image vs text)."""
-    stats = cache.stats()
-    evicting = [s for s in stats if s.get("evicts", True)]
-    mean = lambda xs: round(sum(xs) / len(xs), 3) if xs else 0.0
-    return {
-        "physical_mean": mean([s["physical"] for s in evicting]),
-        "logical_mean": mean([s["logical"] for s in evicting]),
-        "layers": stats,
-        "modality": modality_stats(cache, frame_of),
-    }
+    return {**cache.summary(), "modality": modality_stats(cache, frame_of)}
 
 
 def run_sample(bundle: VideoBundle, frames, question: str, policy, max_new_tokens: int, n_up: int = 512,
