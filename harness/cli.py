@@ -28,6 +28,8 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
                    help="suite option, repeatable, e.g. lengths=2048,4096 depths=0.5 for niah")
     p.add_argument("--data-dir", help="folder with local copies of the suite's official data files "
                    "(<task>.jsonl); default: the hub when reachable, else generated tasks only")
+    p.add_argument("--data", help="suite jsonl: your records, a .jsonl/.parquet file or a folder of them (README)")
+    p.add_argument("--metric", help="suite jsonl: default metric, exact, contains (default), first_int, f1 or rouge_l")
     p.add_argument("--tasks", help="comma-separated subset of the suite's tasks")
     p.add_argument("--limit", type=int, help="at most N samples per task")
     p.add_argument(
@@ -59,12 +61,12 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
 
 def _run(args) -> int:
     from harness.runner import RunConfig, run
-    from harness.suite_args import parse_suite_args
+    from harness.suite_args import suite_args_of
 
     config = RunConfig(
         policy=args.policy,
         suite=args.suite,
-        suite_args=parse_suite_args(args.suite_arg),
+        suite_args=suite_args_of(args),
         data_dir=args.data_dir,
         tasks=[t for t in args.tasks.split(",") if t] if args.tasks else None,
         limit=args.limit,
@@ -104,7 +106,7 @@ def _list(args) -> int:
     for name in sorted(suites.SUITES):
         suite = suites.SUITES[name]
         label = " (generated data)" if suite.generated else ""
-        print(f"  {name}{label}: {', '.join(suite.tasks)}")
+        print(f"  {name}{label}: {', '.join(suite.tasks) or 'tasks from your data (--data PATH)'}")
     print(f"models: {', '.join(BUILTIN_MODELS)} (built-in), or a folder / .gguf file / hub id")
     return 0
 

@@ -17,6 +17,9 @@ from harness.generation import greedy_generate, middle_crop, stop_token_ids
 
 
 def format_prompt(tokenizer, sample, chat_template: str) -> list[int]:
+    """Token ids of ``sample``: its prompt, in the chat template when ``chat_template`` says so
+    (``auto``: when the sample asks for it and the tokenizer has one), then its answer prefix."""
+    prefix = getattr(sample, "answer_prefix", "")
     use_chat = chat_template == "on" or (chat_template == "auto" and sample.chat and tokenizer.chat_template)
     if use_chat:
         if not tokenizer.chat_template:
@@ -24,8 +27,8 @@ def format_prompt(tokenizer, sample, chat_template: str) -> list[int]:
         ids = tokenizer.apply_chat_template(
             [{"role": "user", "content": sample.prompt}], add_generation_prompt=True, tokenize=True, return_dict=False
         )
-        return list(ids)
-    return tokenizer(sample.prompt).input_ids
+        return list(ids) + (tokenizer(prefix, add_special_tokens=False).input_ids if prefix else [])
+    return tokenizer(sample.prompt + prefix).input_ids
 
 
 @dataclass

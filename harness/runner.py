@@ -88,6 +88,8 @@ def suite_options(config: RunConfig) -> dict:
 
         cls = suites.SUITES.get(config.suite)
         if cls is not None and "data_dir" not in inspect.signature(cls.__init__).parameters:
+            if "data" in inspect.signature(cls.__init__).parameters:
+                raise UsageError(f"--data-dir: suite {config.suite} reads --data PATH (a file or folder of records)")
             raise UsageError(f"--data-dir: suite {config.suite} reads no data files (its samples are generated here)")
         if not Path(config.data_dir).is_dir():
             raise UsageError(f"--data-dir {config.data_dir}: no such directory")

@@ -26,6 +26,19 @@ def parse_suite_args(items: list[str] | None) -> dict:
     return options
 
 
+def suite_args_of(args) -> dict:
+    """``--suite-arg`` values plus the jsonl suite's ``--data`` and ``--metric`` flags."""
+    options = parse_suite_args(args.suite_arg)
+    for flag in ("data", "metric"):
+        value = getattr(args, flag, None)
+        if value is not None:
+            if args.suite != "jsonl":
+                raise UsageError(f"--{flag} is for --suite jsonl (your own records); suite {args.suite} takes "
+                                 "--data-dir or --suite-arg")
+            options[flag] = value
+    return options
+
+
 def load_suite(name: str, options: dict):
     """The suite with its options; bad names or options become one-line usage errors."""
     import tasks as suites

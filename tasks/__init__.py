@@ -34,7 +34,7 @@ def get_suite(name: str, options: dict | None = None) -> Suite:
     return cls(**options)
 
 
-from tasks import choubun, infinitebench, longbench, niah, video  # noqa: E402,F401  (suites register on import)
+from tasks import choubun, infinitebench, jsonl_suite, longbench, niah, video  # noqa: E402,F401  (suites register on import)
 from tasks.d4rl import suite as _d4rl  # noqa: E402,F401  (gymnasium/mujoco/minari load only when used)
 from tasks.scoring import score  # noqa: E402
 

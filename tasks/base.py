@@ -31,7 +31,8 @@ class Sample:
 
     ``id`` is unique within its task and stable across runs (resume relies on it).
     ``prompt`` is the user text; the runner applies the model's chat template when ``chat`` is
-    True and the model has one. ``metadata`` is copied into the record (context length, depth,
+    True and the model has one; ``answer_prefix`` follows the templated prompt (or the plain
+    prompt). ``metadata`` is copied into the record (context length, depth,
     ``source`` and ``generated`` — see the module docstring).
     """
 
@@ -43,6 +44,7 @@ class Sample:
     metadata: dict = field(default_factory=dict)
     all_classes: list[str] | None = None
     chat: bool = True
+    answer_prefix: str = ""  # text the answer starts with (after the chat template's assistant opening)
 
     @property
     def generated(self) -> bool:
