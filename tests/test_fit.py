@@ -168,3 +168,27 @@ def test_fit_on_a_task_without_data_is_refused(tiny_model_dir, tmp_path, capsys)
     assert err == ["error: cannot fit on longbench/qasper: no data here; pass --data-dir DIR with qasper.jsonl "
                    "(official LongBench format) or run with hub access"]
     assert not out.exists()
+
+
+def test_init_continues_an_earlier_fit(tiny_model_dir, reference_fit, tmp_path, capsys):
+    """--init: stage 1 starts at the checkpoint's parameters (a tiny sigma0 keeps the mean there), with its
+    frozen normalisation statistics, and the new checkpoint records the earlier fit's tasks first."""
+    init = reference_fit / "namm_bam.safetensors"
+    out = tmp_path / "cont"
+    assert main(["fit", "--model", str(tiny_model_dir), "--init", str(init), "--stages", "needle:1", "--popsize", "4",
+                 "--sigma0", "1e-9", "--prompts-per-task", "1", "--val-fraction", "0.4", "--n-up", "64",
+                 "--member-batch", "1", "--out", str(out), "--quiet"]) == 0
+    before, after = load_checkpoint(init), load_checkpoint(out / "namm_bam.safetensors")
+    assert float(before.params.abs().max()) > 0.01  # a real starting point, far from the zero default
+    torch.testing.assert_close(after.params, before.params, atol=1e-6, rtol=0)
+    assert torch.equal(after.norm_mean, before.norm_mean) and torch.equal(after.norm_var, before.norm_var)
+    assert after.fitted_on["tasks"] == ["passkey", "needle"] and after.fitted_on["stage"] == 3
+    assert after.fitted_on["init"] == str(init) and after.fitted_on["statistics_from"] == "niah/passkey"
+    # a checkpoint of the other architecture, or no file, is a one-line error
+    capsys.readouterr()
+    for policy, path, expect in (("namm_mlp", init, "--init: "), ("namm_bam", tmp_path / "none.safetensors", "--init: ")):
+        assert main(["fit", "--policy", policy, "--init", str(path), "--stages", "passkey:1",
+                     "--out", str(tmp_path / "never")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: " + expect), err
+    assert not (tmp_path / "never").exists()

@@ -31,6 +31,9 @@ def add_arguments(p) -> None:
     p.add_argument("--cache-mode", default="original")
     p.add_argument("--gamma", type=float, default=0.99, help="NAMM EMA discount per token")
     p.add_argument("--threshold", type=float, default=0.0, help="NAMM eviction threshold")
+    p.add_argument("--init", metavar="CHECKPOINT",
+                   help="start stage 1 from this NAMM checkpoint's parameters and frozen normalisation statistics "
+                        "(continue an earlier fit with new stages)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--quiet", action="store_true")
@@ -52,6 +55,7 @@ def main(args) -> int:
         val_fraction=args.val_fraction, eval_every=args.eval_every, member_batch=args.member_batch,
         stats_prompts=args.stats_prompts, model=args.model, max_length=args.max_length, n_up=args.n_up,
         cache_mode=args.cache_mode, gamma=args.gamma, threshold=args.threshold, seed=args.seed, device=args.device,
+        init=args.init,
     )
     print(Fit(config, Path(args.out), progress=not args.quiet).run())
     return 0

@@ -59,11 +59,14 @@ class FitConfig:
     chat_template: str = "auto"
     seed: int = 0
     device: str = "cpu"
+    init: str | None = None  # a NAMM checkpoint: stage 1 starts from its parameters and frozen statistics
 
     def identity(self) -> dict:
         data = dataclasses.asdict(self)
         data.pop("device")
         data["stages"] = [[list(t), g] for t, g in self.stages]
+        if data["init"] is None:  # fits made before --init existed resume unchanged
+            data.pop("init")
         return data
 
 
@@ -98,12 +101,25 @@ def validate(config: FitConfig, out: Path):
     for name in ("prompts_per_task", "eval_every", "stats_prompts", "n_up"):
         if getattr(config, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(config, name)}")
+    if config.init is not None:
+        init_checkpoint(config)  # validates the file and its architecture
     if not 0 < config.val_fraction < 1:
         raise UsageError(f"--val-fraction must be in (0, 1), got {config.val_fraction}")
     existing = next(p for p in [out, *out.parents] if p.exists())
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
         raise UsageError(f"cannot write to --out {out} ({existing} is not a writable folder); choose another")
     return suite
+
+
+def init_checkpoint(config: FitConfig):
+    """The ``--init`` checkpoint (a :class:`UsageError` when it is missing, unreadable or of another
+    architecture)."""
+    from policies.namm.checkpoint import CheckpointError, load_checkpoint
+
+    try:
+        return load_checkpoint(config.init, expect_architecture=config.policy.removeprefix("namm_"))
+    except CheckpointError as err:
+        raise UsageError(f"--init: {str(err).splitlines()[0]}") from err
 
 
 def split(samples: list, fraction: float, seed: int) -> tuple[list, list]:
@@ -171,8 +187,13 @@ class Fit:
             raise UsageError(f"{self.out} holds a fit with a different configuration; pass a new --out")
         if self._state_path().exists():
             return pickle.loads(self._state_path().read_bytes())  # our own file, written by _save
-        mean, var = self._statistics()
-        state = {"stage": 0, "generation": 0, "es": None, "x0": None, "best": None, "log": [],
+        x0 = None
+        if self.config.init is not None:  # continue an earlier fit: its parameters and frozen statistics
+            ckpt = init_checkpoint(self.config)
+            mean, var, x0 = ckpt.norm_mean.float(), ckpt.norm_var.float(), ckpt.params.double().numpy()
+        else:
+            mean, var = self._statistics()
+        state = {"stage": 0, "generation": 0, "es": None, "x0": x0, "best": None, "log": [],
                  "norm_mean": mean, "norm_var": var}
         if self.world.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -325,13 +346,25 @@ class Fit:
             norm_var=state["norm_var"],
             hyperparameters={"gamma": self.config.gamma, "n_up": self.config.n_up, "n_fft": 32, "hop": 16,
                              "age_dim": 8, "threshold": self.config.threshold},
-            fitted_on={"model": self.source.name, "suite": self.config.suite, "tasks": list(tasks),
-                       "stage": stage + 1, "generated_data": self.generated_data or self.suite.generated,
-                       "statistics_from": f"{self.config.suite}/{self.config.stages[0][0][0]}"},
+            fitted_on=self._fitted_on(stage, tasks),
             fitness={"validation": validation["tasks"], "validation_mean": validation["mean"],
                      "generation": state["best"]["generation"], "generations_so_far": len(log) + 1,
                      "popsize": self.config.popsize, "prompts_per_task": self.config.prompts_per_task},
         )
+
+    def _fitted_on(self, stage: int, tasks) -> dict:
+        """What the checkpoint was fitted on; with ``--init``, the earlier fit's tasks come first."""
+        fitted = {"model": self.source.name, "suite": self.config.suite, "tasks": list(tasks), "stage": stage + 1,
+                  "generated_data": self.generated_data or self.suite.generated,
+                  "statistics_from": f"{self.config.suite}/{self.config.stages[0][0][0]}"}
+        if self.config.init is not None:
+            prior = init_checkpoint(self.config).fitted_on
+            earlier = list(prior.get("tasks", [])) if prior.get("suite") == self.config.suite else []
+            fitted.update(tasks=earlier + [t for t in tasks if t not in earlier],
+                          stage=int(prior.get("stage", 0)) + stage + 1, init=str(self.config.init),
+                          statistics_from=prior.get("statistics_from", "unknown"),
+                          generated_data=fitted["generated_data"] or bool(prior.get("generated_data")))
+        return fitted
 
     def _figures(self) -> None:
         if self.world.rank != 0:
