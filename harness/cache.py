@@ -29,7 +29,7 @@ import time
 
 import torch
 import torch.nn.functional as F
-from transformers.cache_utils import DYNAMIC_LAYER_TYPE_MAPPING, Cache, DynamicLayer, get_layer_types_and_kwargs
+from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 
 from policies.base import LayerView, Policy
 
@@ -87,9 +87,12 @@ class EvictionLayer(DynamicLayer):
     def get_seq_length(self) -> int:
         return self.seen
 
-    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+    def get_mask_sizes(self, query_length) -> tuple[int, int]:
         # transformers builds one mask over absolute positions [0, seen + q); the attention function
-        # gathers the columns of the positions each head still holds.
+        # gathers the columns of the positions each head still holds. transformers < 5.3 passes the
+        # new tokens' ``cache_position`` tensor instead of their count.
+        if isinstance(query_length, torch.Tensor):
+            query_length = query_length.shape[0]
         return self.seen + query_length, 0
 
     def reset(self) -> None:
@@ -273,12 +276,10 @@ class EvictionCache(Cache):
     """
 
     def __init__(self, config, policy: Policy, n_up: int = 512, mode: str = "original"):
-        text_config = config.get_text_config(decoder=True)
-        layer_types, kwargs = get_layer_types_and_kwargs(text_config)
-        layers = [
-            EvictionLayer(policy, i, n_up, mode) if kind == "full_attention" else DYNAMIC_LAYER_TYPE_MAPPING[kind](**kw)
-            for i, (kind, kw) in enumerate(zip(layer_types, kwargs))
-        ]
+        # transformers' own per-layer choice (same call on 5.2 and 5.23); plain full-attention layers evict
+        stock = DynamicCache(config=config).layers
+        layers = [EvictionLayer(policy, i, n_up, mode) if type(layer) is DynamicLayer else layer
+                  for i, layer in enumerate(stock)]
         super().__init__(layers=layers)
         self.policy, self.n_up, self.mode = policy, n_up, mode
 

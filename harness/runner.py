@@ -61,7 +61,7 @@ def validate(config: RunConfig):
     from harness.cache import MODES
     from harness.suite_args import load_suite
 
-    choose("policy", config.policy, policies.POLICIES)
+    choose("policy", policies.base_name(config.policy), policies.POLICIES)  # kvpress:<Press>[:ratio]
     choose("cache mode", config.cache_mode, MODES)
     choose("chat-template setting", config.chat_template, ("auto", "on", "off"))
     choose("truncation rule", config.truncation, TRUNCATIONS)
@@ -169,7 +169,7 @@ def policy_for_sample(policy, config: RunConfig, prompt_tokens: int):
 
 def default_out(config: RunConfig, model_name: str) -> Path:
     size = "" if config.cache_size is None or config.policy == "full" else f"-cs{config.cache_size:g}"
-    return Path("runs") / config.suite / f"{config.policy}{size}-{model_name}"
+    return Path("runs") / config.suite / f"{config.policy.replace(':', '_')}{size}-{model_name}"
 
 
 def prepare_run_dir(run_dir: Path, config: RunConfig, meta: dict) -> None:

@@ -43,9 +43,11 @@ def load_suite(name: str, options: dict):
     """The suite with its options; bad names or options become one-line usage errors."""
     import tasks as suites
     from harness.errors import choose
+    from tasks.lm_eval_suite import is_lm_eval_suite, load_lm_eval_suite
 
-    choose("suite", name, suites.SUITES)
+    if not is_lm_eval_suite(name):  # lm-eval:<task> names an lm-evaluation-harness task
+        choose("suite", name, [*suites.SUITES, "lm-eval:<task>"])
     try:
-        return suites.get_suite(name, options)
+        return load_lm_eval_suite(name, options) if is_lm_eval_suite(name) else suites.get_suite(name, options)
     except (TypeError, ValueError) as err:
         raise UsageError(str(err).splitlines()[0]) from err

@@ -27,12 +27,23 @@ def register_policy(name: str):
     return wrap
 
 
+def base_name(name: str) -> str:
+    """The registry name of ``name``: ``"kvpress"`` for ``"kvpress:KnormPress:0.5"``."""
+    return name.partition(":")[0]
+
+
 def make_policy(name: str, **options) -> Policy:
     """Build policy ``name``; options that are ``None`` or not fields of the policy are ignored.
 
-    Raises ``KeyError`` for an unknown name (the CLI turns it into a one-line error).
+    ``"base:spec"`` names are parsed by the policy class's ``parse_spec(spec)`` into more options
+    (e.g. ``kvpress:KnormPress:0.5``). Raises ``KeyError`` for an unknown name (the CLI turns it
+    into a one-line error) and ``ValueError`` for a bad spec.
     """
-    cls = POLICIES[name]
+    cls = POLICIES[base_name(name)]
+    if ":" in name:
+        if not hasattr(cls, "parse_spec"):
+            raise ValueError(f"policy {cls.name!r} takes no ':' options, got {name!r}")
+        options = {**options, **cls.parse_spec(name.partition(":")[2])}
     fields = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
     return cls(**{k: v for k, v in options.items() if k in fields and v is not None})
 
@@ -43,6 +54,6 @@ def policy_summary(name: str) -> str:
 
 
 # Built-in policies register themselves on import.
-from policies import full, h2o, l2, namm, streaming  # noqa: E402,F401
+from policies import full, h2o, kvpress_adapter, l2, namm, streaming  # noqa: E402,F401
 
-__all__ = ["POLICIES", "BudgetPolicy", "LayerView", "Policy", "Selection", "make_policy", "register_policy", "topk_mask"]
+__all__ = ["POLICIES", "BudgetPolicy", "LayerView", "Policy", "Selection", "base_name", "make_policy", "register_policy", "topk_mask"]

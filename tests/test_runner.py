@@ -94,8 +94,8 @@ def test_different_config_in_existing_dir_is_refused(tiny_model_dir, reference_r
 @pytest.mark.parametrize(
     "args,expect",
     [
-        (["--policy", "nope"], "unknown policy 'nope'; choose one of: full, h2o, l2, namm_bam, namm_mlp, streaming"),
-        (["--suite", "nope"], "unknown suite 'nope'; choose one of: choubun, d4rl, infinitebench, longbench, longvideobench, mlvu, niah"),
+        (["--policy", "nope"], "unknown policy 'nope'; choose one of: full, h2o, kvpress, l2, namm_bam, namm_mlp, streaming"),
+        (["--suite", "nope"], "unknown suite 'nope'; choose one of: choubun, d4rl, infinitebench, jsonl, lm-eval:<task>, longbench, longvideobench, mlvu, niah"),
         (["--tasks", "passkey,nope"], "unknown task of suite niah 'nope'; choose one of: needle, passkey"),
         (["--cache-size", "-5"], "--cache-size must be a positive token count"),
         (["--model", "./no/such/model"], "model './no/such/model' not found"),
@@ -117,7 +117,7 @@ def test_bad_input_exit_code_through_python_dash_m(tmp_path):
                           capture_output=True, text=True)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
-        "error: unknown policy 'nope'; choose one of: full, h2o, l2, namm_bam, namm_mlp, streaming"
+        "error: unknown policy 'nope'; choose one of: full, h2o, kvpress, l2, namm_bam, namm_mlp, streaming"
     ]
 
 

@@ -59,13 +59,13 @@ class NAMMVideo(lmms):
                  max_frames_num: int = 48, prefill_chunk=None, device=None, dtype=None, preprocess: str = "auto",
                  stats_path=None, batch_size=1, max_batch_size=None, **kwargs) -> None:
         super().__init__()
-        from policies import POLICIES, make_policy
+        from policies import POLICIES, base_name, make_policy
 
         if kwargs:
             raise ValueError(f"{NAME}: unknown model_args {', '.join(sorted(kwargs))}")
         if int(batch_size or 1) != 1:
             raise ValueError(f"{NAME}: only batch_size=1 is supported")
-        if policy not in POLICIES:
+        if base_name(policy) not in POLICIES:  # kvpress:<Press>[:ratio] names a kvpress press
             raise ValueError(f"{NAME}: unknown policy {policy!r}; choose one of {', '.join(sorted(POLICIES))}")
         device = _none(device) or ("cuda" if torch.cuda.is_available() else "cpu")
         dtype = _none(dtype) or ("float16" if str(device).startswith("cuda") else "float32")
@@ -80,7 +80,7 @@ class NAMMVideo(lmms):
         options = {"n_up": self.n_up, "checkpoint": _none(checkpoint), "gamma": _none(namm_gamma),
                    "recent_window": int(recent_window) if _none(recent_window) is not None else None,
                    "budget": int(cache_size) if cache_size is not None and cache_size >= 1 else None}
-        fields = {f.name: f for f in dataclasses.fields(POLICIES[policy])}
+        fields = {f.name: f for f in dataclasses.fields(POLICIES[base_name(policy)])}
         if "threshold" in fields:  # NAMM: the paper shifts the selection threshold by 5 for video
             if _none(namm_threshold) is not None:
                 options["threshold"] = float(namm_threshold)
