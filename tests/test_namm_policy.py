@@ -33,7 +33,11 @@ def run_tiny(policy, ids, mode="original"):
 
 
 @pytest.mark.parametrize("arch", ["bam", "mlp"])
-def test_zero_parameters_warn_and_keep_everything(arch):
+def test_zero_parameters_warn_and_keep_everything(arch, tmp_path, monkeypatch):
+    """Without a checkpoint and with none shipped, the policy says so and keeps every token."""
+    import policies.namm.policy as namm_policy
+
+    monkeypatch.setattr(namm_policy, "SHIPPED", tmp_path)  # an empty checkpoint folder
     ids = torch.randint(0, 128, (1, 100), generator=torch.Generator().manual_seed(0))
     with pytest.warns(UserWarning, match="zero parameters"):
         policy = make_policy(f"namm_{arch}", n_up=N_UP)
@@ -70,6 +74,25 @@ def test_batched_parameter_vectors_equal_separate_runs():
     assert not torch.allclose(got[0], got[1])  # the two members really differ
 
 
+@pytest.mark.parametrize("arch", sorted(SCORERS))
+def test_default_is_the_shipped_checkpoint(arch):
+    """`--policy namm_<arch>` with no checkpoint loads policies/namm/checkpoints/namm_<arch>.safetensors."""
+    import policies.namm.policy as namm_policy
+    from policies.namm.checkpoint import load_checkpoint
+
+    path = namm_policy.SHIPPED / f"namm_{arch}.safetensors"
+    if not path.exists():
+        pytest.fail(f"no shipped default checkpoint {path}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no zero-parameter warning
+        policy = make_policy(f"namm_{arch}", n_up=N_UP)
+    ckpt = load_checkpoint(path, expect_architecture=arch)
+    assert torch.equal(policy.params, ckpt.params) and torch.equal(policy.norm_var, ckpt.norm_var)
+    assert float(policy.params.abs().max()) > 0  # fitted, not the zero start
+    assert policy.describe()["checkpoint"] == str(path)
+    assert policy.fitted_on["model"] == "smollm2" and policy.fitted_on["tasks"]
+
+
 def test_set_params_checks_size():
     policy = make_policy("namm_mlp", n_up=N_UP, params=random_params("mlp", 0))
     with pytest.raises(ValueError, match="1326 parameters"):
@@ -81,9 +104,7 @@ def test_zero_parameters_match_full_on_smollm2(smollm2):
     ids = tokenizer(haystack_text()[:8000], return_tensors="pt").input_ids[:, :1100]
     attach(model)
     full = greedy_generate(model, ids, EvictionCache(model.config, make_policy("full"), n_up=256), 40, 256).tokens
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        namm = make_policy("namm_bam", n_up=256)
+    namm = make_policy("namm_bam", n_up=256, params=torch.zeros(SCORERS["bam"]().n_params))
     cache = EvictionCache(model.config, namm, n_up=256)
     assert greedy_generate(model, ids, cache, 40, 256).tokens == full
     assert all(s["physical"] == 1139 and s["updates"] == 4 for s in cache.stats())

@@ -7,7 +7,7 @@ z-normalisation + oldness embedding (25 features) → a scorer shared by all lay
 always kept). With all-zero parameters every score is 0 and nothing is evicted.
 
 Parameters come from a checkpoint (:mod:`policies.namm.checkpoint`); without one the policy uses
-the shipped default checkpoint when there is one, else zero parameters (keeps everything, with a
+the shipped default checkpoint (policies/namm/checkpoints/) when there is one, else zero parameters (keeps everything, with a
 warning). ``params`` can be replaced by a ``[n_params]`` vector or a ``[batch, n_params]`` batch
 (batch element i scored with vector i) — the form CMA-ES fitting uses.
 """
@@ -58,7 +58,7 @@ class NAMMPolicy(Policy):
             hyper, self.fitted_on = ckpt.hyperparameters, dict(ckpt.fitted_on)
         elif self.params is None:
             warnings.warn(
-                f"{self.name}: no checkpoint given and none shipped yet; using zero parameters, which keep "
+                f"{self.name}: no checkpoint given and none shipped; using zero parameters, which keep "
                 "every token (pass --policy-checkpoint PATH)",
                 stacklevel=1,
             )
