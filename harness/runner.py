@@ -169,7 +169,8 @@ def policy_for_sample(policy, config: RunConfig, prompt_tokens: int):
 
 def default_out(config: RunConfig, model_name: str) -> Path:
     size = "" if config.cache_size is None or config.policy == "full" else f"-cs{config.cache_size:g}"
-    return Path("runs") / config.suite / f"{config.policy.replace(':', '_')}{size}-{model_name}"
+    # ':' (kvpress:<Press>, lm-eval:<task>) is not allowed in Windows paths
+    return Path("runs") / config.suite.replace(":", "_") / f"{config.policy.replace(':', '_')}{size}-{model_name}"
 
 
 def prepare_run_dir(run_dir: Path, config: RunConfig, meta: dict) -> None:

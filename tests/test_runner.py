@@ -132,3 +132,10 @@ def test_two_cpu_ranks_shard_and_merge_into_one_run(tiny_model_dir, reference_ru
     assert not list(out.glob("records.rank*.jsonl"))
     assert stable(read(out / "records.jsonl")) == stable(read(reference_run / "records.jsonl"))
     assert json.loads((out / "metrics.json").read_text()) == json.loads((reference_run / "metrics.json").read_text())
+
+
+def test_default_run_dir_has_no_colons():
+    from harness.runner import RunConfig, default_out
+
+    config = RunConfig(policy="kvpress:KnormPress:0.5", suite="lm-eval:toy_passkey", cache_size=0.5)
+    assert default_out(config, "smollm2") == Path("runs") / "lm-eval_toy_passkey" / "kvpress_KnormPress_0.5-cs0.5-smollm2"
