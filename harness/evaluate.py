@@ -19,7 +19,7 @@ from harness.generation import greedy_generate, middle_crop, stop_token_ids
 def format_prompt(tokenizer, sample, chat_template: str) -> list[int]:
     """Token ids of ``sample``: its prompt, in the chat template when ``chat_template`` says so
     (``auto``: when the sample asks for it and the tokenizer has one), then its answer prefix."""
-    prefix = getattr(sample, "answer_prefix", "")
+    prefix = sample.answer_prefix
     use_chat = chat_template == "on" or (chat_template == "auto" and sample.chat and tokenizer.chat_template)
     if use_chat:
         if not tokenizer.chat_template:

@@ -90,8 +90,7 @@ def model_settings(pretrained: str = "smollm2", policy: str = "full", cache_size
 
     if unknown:
         raise UsageError(f"{NAME}: unknown model_args {', '.join(sorted(unknown))}; see harness/lm_eval_model.py")
-    base_name = getattr(policies, "base_name", lambda name: name)  # kvpress:<Press>[:ratio] → kvpress
-    choose("policy", base_name(str(policy)), policies.POLICIES)
+    choose("policy", policies.base_name(str(policy)), policies.POLICIES)  # kvpress:<Press>[:ratio] → kvpress
     choose("cache mode", str(cache_mode), MODES)
     choose("truncation", str(truncation), ("left", "middle"))
     choose("dtype", str(dtype), ("float32", "bfloat16", "float16"))

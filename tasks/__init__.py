@@ -23,19 +23,25 @@ def register_suite(name: str):
 def get_suite(name: str, options: dict | None = None) -> Suite:
     """Instantiate suite ``name`` with constructor ``options`` (``KeyError`` if unknown,
     ``ValueError`` naming the accepted options if an option is not one of them)."""
-    import inspect
-
     cls = SUITES[name]
     options = options or {}
-    accepted = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    check_options(name, cls, options)
+    return cls(**options)
+
+
+def check_options(name: str, cls, options: dict, positional: tuple[str, ...] = ()) -> None:
+    """``ValueError`` naming the accepted options when ``options`` holds one ``cls.__init__`` does not
+    take (``positional``: constructor arguments that are not options)."""
+    import inspect
+
+    accepted = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", *positional)]
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise ValueError(f"suite {name} has no option {unknown[0]!r}; options: {', '.join(accepted) or 'none'}")
-    return cls(**options)
 
 
 from tasks import choubun, infinitebench, jsonl_suite, longbench, niah, video  # noqa: E402,F401  (suites register on import)
 from tasks.d4rl import suite as _d4rl  # noqa: E402,F401  (gymnasium/mujoco/minari load only when used)
 from tasks.scoring import score  # noqa: E402
 
-__all__ = ["SUITES", "Sample", "Suite", "get_suite", "register_suite", "score"]
+__all__ = ["SUITES", "Sample", "Suite", "check_options", "get_suite", "register_suite", "score"]

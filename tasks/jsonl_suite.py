@@ -122,6 +122,7 @@ class JsonlSuite(Suite):
         self.metric = metric
         self.max_new_tokens = max_new_tokens
         self.by_task: dict[str, list[Sample]] = {}
+        self._ids: dict[str, set[str]] = {}  # task -> ids seen (ids are unique within a task)
         for path in data_files(Path(data)):
             for where, rec in read_file(path):
                 self._add(path, where, rec)
@@ -132,12 +133,13 @@ class JsonlSuite(Suite):
         task = rec.get("task") or path.stem
         line = where.rsplit(":", 1)[1].removeprefix("row ")
         sid = str(rec["id"]) if rec.get("id") is not None else f"{path.stem}-{line}"
-        samples = self.by_task.setdefault(task, [])
-        if any(s.id == sid for s in samples):
+        ids = self._ids.setdefault(task, set())
+        if sid in ids:
             raise DataError(f"{where}: id {sid!r} appears twice in task {task!r}; ids must be unique within a task")
         answers = [rec["answer"]] if isinstance(rec["answer"], str) else list(rec["answer"])
         metric = rec.get("metric") or self.metric
-        samples.append(Sample(
+        ids.add(sid)
+        self.by_task.setdefault(task, []).append(Sample(
             id=sid, task=task, prompt=rec["context"] + rec["question"], answer_prefix=rec["answer_prefix"],
             answers=answers, max_new_tokens=int(rec.get("max_new_tokens") or self.max_new_tokens),
             metadata={"source": "user", "generated": False, "metric": metric, "file": str(path), "where": where},

@@ -153,12 +153,9 @@ def _plain(value):
 
 def load_lm_eval_suite(name: str, options: dict) -> LMEvalSuite:
     """``lm-eval:<task>`` with ``--suite-arg`` options (``TypeError`` / ``ValueError`` on bad ones)."""
-    import inspect
+    from tasks import check_options
 
-    accepted = [p for p in inspect.signature(LMEvalSuite.__init__).parameters if p not in ("self", "task")]
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-        raise ValueError(f"suite {name} has no option {unknown[0]!r}; options: {', '.join(accepted)}")
+    check_options(name, LMEvalSuite, options, positional=("task",))
     task = name[len(PREFIX):]
     if not task:
         raise ValueError("give an lm-eval task after the prefix, e.g. --suite lm-eval:gsm8k")

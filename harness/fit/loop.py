@@ -101,8 +101,6 @@ def validate(config: FitConfig, out: Path):
     for name in ("prompts_per_task", "eval_every", "stats_prompts", "n_up"):
         if getattr(config, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(config, name)}")
-    if config.init is not None:
-        init_checkpoint(config)  # validates the file and its architecture
     if not 0 < config.val_fraction < 1:
         raise UsageError(f"--val-fraction must be in (0, 1), got {config.val_fraction}")
     existing = next(p for p in [out, *out.parents] if p.exists())
@@ -144,6 +142,7 @@ class Fit:
 
         self.config, self.out, self.progress = config, out, progress
         self.suite = validate(config, out)
+        self.init = init_checkpoint(config) if config.init is not None else None  # checked before the model loads
         self.world = distributed.World.from_env(config.device)
         device = self.world.device_for(config.device)
         self.model, self.tokenizer, self.source = load_model(config.model, device=device)
@@ -189,8 +188,7 @@ class Fit:
             return pickle.loads(self._state_path().read_bytes())  # our own file, written by _save
         x0 = None
         if self.config.init is not None:  # continue an earlier fit: its parameters and frozen statistics
-            ckpt = init_checkpoint(self.config)
-            mean, var, x0 = ckpt.norm_mean.float(), ckpt.norm_var.float(), ckpt.params.double().numpy()
+            mean, var, x0 = self.init.norm_mean.float(), self.init.norm_var.float(), self.init.params.double().numpy()
         else:
             mean, var = self._statistics()
         state = {"stage": 0, "generation": 0, "es": None, "x0": x0, "best": None, "log": [],
@@ -358,7 +356,7 @@ class Fit:
                   "generated_data": self.generated_data or self.suite.generated,
                   "statistics_from": f"{self.config.suite}/{self.config.stages[0][0][0]}"}
         if self.config.init is not None:
-            prior = init_checkpoint(self.config).fitted_on
+            prior = self.init.fitted_on
             earlier = list(prior.get("tasks", [])) if prior.get("suite") == self.config.suite else []
             fitted.update(tasks=earlier + [t for t in tasks if t not in earlier],
                           stage=int(prior.get("stage", 0)) + stage + 1, init=str(self.config.init),
