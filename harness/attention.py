@@ -37,6 +37,17 @@ def query_chunk(batch: int, heads: int, n_keys: int, device: torch.device) -> in
     return max(8, min(QUERY_CHUNK, CPU_CHUNK_BYTES // (4 * batch * heads * max(n_keys, 1))))
 
 
+def logits_matmul_dtype(dtype: torch.dtype) -> torch.dtype:
+    """dtype of ``Q K^T``, of the softmax's output and of ``P V`` when probabilities are materialised.
+
+    A float32 model computes everything in float32. A bf16/fp16 model computes them in its own
+    precision, as the fused attention kernels do (half-precision matmuls are several times faster
+    than float32 on CPUs with bf16 units and on GPUs): the softmax accumulates in float32 inside
+    the kernel and rounds the probabilities once; the reductions policies take over them
+    (per-key sums, spectrogram EMA) accumulate in float32."""
+    return dtype if dtype in (torch.bfloat16, torch.float16) else torch.float32
+
+
 def eviction_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
     """``query`` ``[b, heads, q, d]``, ``key``/``value`` ``[b, kv_heads, n, d]`` → ``([b, q, heads, d], None)``."""
     layer = take_pending_layer()
@@ -76,19 +87,25 @@ def _attention_with_probs(layer: EvictionLayer, query, key, value, mask, scaling
     b, n_heads, q_len, d = query.shape
     kv_heads, n = key.shape[1], key.shape[2]
     group = n_heads // kv_heads
-    key_t = key.float().transpose(-1, -2)  # [b, h, d, n]
+    matmul_dtype = logits_matmul_dtype(query.dtype)
+    prob_dtype = matmul_dtype if softcap is None else torch.float32
+    key_t = key.to(matmul_dtype).transpose(-1, -2)  # [b, h, d, n]
     outs = []
     chunk = query_chunk(b, n_heads, n, query.device)
+    blocked = ~mask  # [b, h, q, n]
+    # Usually only keys newer than the chunk's first query are blocked (causal order, nothing padded):
+    # then the mask is applied to those trailing columns only.
+    tail = max(n - q_len, 0)
+    tail = tail if tail and not bool(blocked[..., :tail].any()) else 0
     for start in range(0, q_len, chunk):
         qc = query[:, :, start : start + chunk]
         c = qc.shape[2]
-        grouped = (qc.float() * scaling).reshape(b, kv_heads, group * c, d)
+        grouped = (qc.to(matmul_dtype) * scaling).reshape(b, kv_heads, group * c, d)
         logits = torch.matmul(grouped, key_t).view(b, kv_heads, group, c, n)
         if softcap is not None:
-            logits = torch.tanh(logits / softcap) * softcap
-        bias = torch.zeros(mask[:, :, start : start + c].shape, device=query.device)
-        logits += bias.masked_fill_(~mask[:, :, start : start + c], float("-inf"))[:, :, None]
-        probs = logits.softmax(-1)
+            logits = torch.tanh(logits.float() / softcap) * softcap
+        logits[..., tail:].masked_fill_(blocked[:, :, None, start : start + c, tail:], float("-inf"))
+        probs = torch.softmax(logits, -1, dtype=prob_dtype)
         out = torch.matmul(probs.view(b, kv_heads, group * c, n).to(value.dtype), value)
         outs.append(out.view(b, n_heads, c, d))
         layer.observe(probs)

@@ -29,6 +29,7 @@ def add_arguments(p) -> None:
     p.add_argument("--n-up", type=int, default=512)
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="float32", help="model dtype: float32 (default), bfloat16 or float16")
     p.add_argument("--out", default="results/bench", help="output folder (default results/bench)")
     p.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure POLICY:LENGTH in this process
 
@@ -46,7 +47,7 @@ def _measure(args, policy_name: str, length: int) -> dict:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    model, tokenizer, source = load_model(args.model, device=args.device)
+    model, tokenizer, source = load_model(args.model, device=args.device, dtype=args.dtype)
     attach(model)
     ids = tokenizer(haystack_text(), add_special_tokens=False).input_ids
     while len(ids) < length:
@@ -55,14 +56,15 @@ def _measure(args, policy_name: str, length: int) -> dict:
     checkpoint = args.policy_checkpoint if policy_name.startswith("namm") else None
     config = RunConfig(policy=policy_name, cache_size=args.cache_size, n_up=args.n_up, policy_checkpoint=checkpoint)
     policy = policy_for_sample(make_run_policy(config), config, length)
-    cache = EvictionCache(model.config, policy, n_up=args.n_up)
     # no stop ids: exactly decode_tokens forward steps after the prefill's first token
+    cache = EvictionCache(model.config, policy, n_up=args.n_up, stream_rows=True, max_tokens=length + args.decode_tokens)
     gen = greedy_generate(model, input_ids, cache, args.decode_tokens + 1, args.n_up)
     prefill_s, decode_s = gen.prefill_s, gen.decode_s
     stats = [s for s in cache.stats() if s.get("evicts", True)]
     return {
         "model": source.name,
         "policy": policy_name,
+        "dtype": args.dtype,
         "length": length,
         "budget": getattr(policy, "budget", None),
         "prefill_tok_s": round(length / prefill_s, 1),
@@ -86,6 +88,8 @@ def main(args) -> int:
     import policies
     from harness.errors import UsageError, choose
 
+    choose("--dtype", args.dtype, ["float32", "bfloat16", "float16"])
+
     names = [p for p in args.policies.split(",") if p]
     for name in names:
         choose("policy", name, policies.POLICIES)
@@ -100,7 +104,7 @@ def main(args) -> int:
         for name in names:
             cmd = [sys.executable, "-m", "harness", "bench", "--one", f"{name}:{length}", "--cache-size", str(args.cache_size),
                    "--decode-tokens", str(args.decode_tokens), "--n-up", str(args.n_up), "--threads", str(args.threads),
-                   "--device", args.device] + (["--model", args.model] if args.model else []) \
+                   "--device", args.device, "--dtype", args.dtype] + (["--model", args.model] if args.model else []) \
                 + (["--policy-checkpoint", args.policy_checkpoint] if args.policy_checkpoint else [])
             done = subprocess.run(cmd, capture_output=True, text=True)
             if done.returncode != 0:
@@ -120,16 +124,18 @@ def main(args) -> int:
 
 def markdown_table(rows: list[dict]) -> str:
     """Bench rows as a Markdown table with decode speed relative to ``full`` at the same length."""
-    full = {r["length"]: r for r in rows if r["policy"] == "full"}
+    full = {(r["length"], r.get("dtype")): r for r in rows if r["policy"] == "full"}
     lines = [
-        "| policy | prompt tokens | budget | prefill tok/s | decode tok/s | decode vs full | peak RSS MB | policy s | policy % of forward |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| policy | dtype | prompt tokens | budget | kept tokens | prefill tok/s | prefill vs full | decode tok/s | decode vs full | peak RSS MB | policy s | policy % of prefill+decode |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        ref = full.get(r["length"])
-        ratio = f"{r['decode_tok_s'] / ref['decode_tok_s']:.2f}x" if ref else "n/a"
+        ref = full.get((r["length"], r.get("dtype")))
+        decode = f"{r['decode_tok_s'] / ref['decode_tok_s']:.2f}x" if ref else "n/a"
+        prefill = f"{r['prefill_tok_s'] / ref['prefill_tok_s']:.2f}x" if ref else "n/a"
         lines.append(
-            f"| {r['policy']} | {r['length']} | {r['budget'] or 'all'} | {r['prefill_tok_s']} | {r['decode_tok_s']} | "
-            f"{ratio} | {r['peak_rss_mb']} | {r['policy_s']} | {100 * r.get('policy_fraction', 0):.1f} |"
+            f"| {r['policy']} | {r.get('dtype', 'float32')} | {r['length']} | {r['budget'] or 'all'} | "
+            f"{r['final_cache_physical']} | {r['prefill_tok_s']} | {prefill} | {r['decode_tok_s']} | {decode} | "
+            f"{r['peak_rss_mb']} | {r['policy_s']} | {100 * r.get('policy_fraction', 0):.1f} |"
         )
     return "\n".join(lines) + "\n"

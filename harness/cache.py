@@ -49,13 +49,16 @@ def take_pending_layer():
 class EvictionLayer(DynamicLayer):
     """One full-attention layer's cache under an eviction policy. See the module docstring."""
 
-    def __init__(self, policy: Policy, layer_idx: int, n_up: int = 512, mode: str = "original"):
+    def __init__(self, policy: Policy, layer_idx: int, n_up: int = 512, mode: str = "original",
+                 stream_rows: bool = False, max_tokens: int | None = None):
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"unknown cache mode {mode!r}; choose one of {', '.join(MODES)}")
         if n_up < 1:
             raise ValueError(f"n_up must be positive, got {n_up}")
         self.policy, self.layer_idx, self.n_up, self.mode = policy, layer_idx, n_up, mode
+        self.stream_rows = stream_rows  # hand "rows" to the policy's stream as they arrive (no buffer)
+        self.max_tokens = max_tokens  # most tokens this cache will see (None: unknown)
         self.defer = False  # True: maybe_evict waits (see EvictionCache.shared_prefill)
         self._clear()
 
@@ -69,7 +72,8 @@ class EvictionLayer(DynamicLayer):
         self.contiguous = True  # nothing evicted yet: slots are exactly positions 0..seen-1
         self.state: dict[str, torch.Tensor] = {}  # policy's per-token state
         self.attn_sum: torch.Tensor | None = None  # [b, h, n] ("sum" policies)
-        self.attn_rows: list[torch.Tensor] = []  # [b, h, q_i, n_i] ("rows" policies)
+        self.attn_rows: list[torch.Tensor] = []  # [b, h, q_i, n_i] ("rows" policies, buffered)
+        self.window = None  # the policy's stream of this update's rows (see Policy.open_window)
 
     # ---- transformers CacheLayerMixin API -------------------------------------------------------
     def update(self, key_states, value_states, *args, **kwargs):
@@ -114,7 +118,14 @@ class EvictionLayer(DynamicLayer):
     # ---- what the attention function calls ------------------------------------------------------
     @property
     def needs_attention(self) -> str | None:
-        return self.policy.attention if self.policy.evicts else None
+        """What the policy needs collected now: None when it never evicts, or when no update can
+        happen any more (the next multiple of ``n_up`` lies beyond ``max_tokens``), so the last,
+        incomplete window runs the fused sdpa kernels instead of materialising probabilities."""
+        if not self.policy.evicts:
+            return None
+        if self.max_tokens is not None and (self.updated_at // self.n_up + 1) * self.n_up > self.max_tokens:
+            return None
+        return self.policy.attention
 
     def attend_mask(self, attention_mask: torch.Tensor | None, q_len: int) -> torch.Tensor:
         """``[batch, kv_heads, q, n_kept]`` bool: which kept keys each new query may attend.
@@ -140,8 +151,14 @@ class EvictionLayer(DynamicLayer):
         """Record the newest queries' attention, ``[batch, kv_heads, group, q, n_kept]`` (softmax
         rows of each query head, grouped by KV head), reduced to what the policy asked for."""
         if self.needs_attention == "sum":
-            col = probs.sum((2, 3)) / probs.shape[2]  # GQA mean, summed over queries: [b, h, n]
+            col = probs.sum((2, 3), dtype=torch.float32) / probs.shape[2]  # GQA mean, summed over queries: [b, h, n]
             self.attn_sum = col if self.attn_sum is None else _pad_tokens(self.attn_sum, col.shape[-1]) + col
+        elif self.needs_attention == "rows" and self.stream_rows:
+            start = time.perf_counter()
+            if self.window is None:
+                self.window = self.policy.open_window(self.state, self.n_up, self.keys.dtype)
+            self.window.push(probs.mean(2))  # [b, h, q, n]
+            self.policy_s += time.perf_counter() - start
         elif self.needs_attention == "rows":
             self.attn_rows.append(probs.mean(2))  # [b, h, q, n]
             rows = sum(r.shape[-2] for r in self.attn_rows)
@@ -155,6 +172,12 @@ class EvictionLayer(DynamicLayer):
         start = time.perf_counter()
         n = self.keys.shape[-2]
         valid = self.valid if self.valid is not None else torch.ones_like(self.positions, dtype=torch.bool)
+        window, self.window = self.window, None
+        if window is not None and (window.rows != self.seen - self.updated_at or window.rows > self.n_up):
+            raise RuntimeError(
+                f"layer {self.layer_idx}: the policy streamed {window.rows} query rows but {self.seen - self.updated_at} "
+                f"arrived since its last update; streaming needs every multiple of n_up={self.n_up} to end a forward "
+                "chunk (a prefill chunk that divides n_up), else build the cache with stream_rows=False")
         view = LayerView(
             keys=self.keys,
             values=self.values,
@@ -162,8 +185,9 @@ class EvictionLayer(DynamicLayer):
             valid=valid,
             seen=self.seen,
             layer_idx=self.layer_idx,
-            attention=self._collected_attention(n),
+            attention=None if window is not None else self._collected_attention(n),
             state={k: _pad_tokens(v, n) for k, v in self.state.items()},
+            window=window,
         )
         selection = self.policy.select(view)
         self.state = view.state
@@ -216,6 +240,8 @@ class EvictionLayer(DynamicLayer):
         """Apply a batch-axis operation ``fn`` to every per-sequence tensor (beam search, batch expansion)."""
         self._map_tokens(fn)
         self.attn_rows = [fn(r) for r in self.attn_rows]
+        if self.window is not None:
+            self.window.map_batch(fn)
 
     def _map_tokens(self, fn) -> None:
         """Apply ``fn`` to every per-token tensor (token axis 2)."""
@@ -275,10 +301,12 @@ class EvictionCache(Cache):
     Sliding-window layers (e.g. Gemma 3's local layers) keep transformers' own window layer.
     """
 
-    def __init__(self, config, policy: Policy, n_up: int = 512, mode: str = "original"):
+    def __init__(self, config, policy: Policy, n_up: int = 512, mode: str = "original", stream_rows: bool = False,
+                 max_tokens: int | None = None):
         # transformers' own per-layer choice (same call on 5.2 and 5.23); plain full-attention layers evict
         stock = DynamicCache(config=config).layers
-        layers = [EvictionLayer(policy, i, n_up, mode) if type(layer) is DynamicLayer else layer
+        stream_rows = stream_rows and policy.open_window({}, n_up) is not None
+        layers = [EvictionLayer(policy, i, n_up, mode, stream_rows, max_tokens) if type(layer) is DynamicLayer else layer
                   for i, layer in enumerate(stock)]
         super().__init__(layers=layers)
         self.policy, self.n_up, self.mode = policy, n_up, mode

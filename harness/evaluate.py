@@ -69,9 +69,13 @@ class Evaluator:
     def evaluate(self, sample, policy, batch: int = 1, cropped: list[int] | None = None) -> list[dict]:
         """Generate and score; one result per batch element (prediction, score, cache, timing)."""
         cropped = cropped if cropped is not None else self.inputs(sample)[1]
-        cache = EvictionCache(self.model.config, policy, n_up=self.n_up, mode=self.cache_mode)
+        chunk = self.prefill_chunk or self.n_up
+        # streamed NAMM features need every n_up-th token to end a forward chunk; greedy_generate
+        # feeds the prompt and all but the last new token
+        cache = EvictionCache(self.model.config, policy, n_up=self.n_up, mode=self.cache_mode,
+                              stream_rows=self.n_up % chunk == 0, max_tokens=len(cropped) + sample.max_new_tokens - 1)
         input_ids = torch.tensor([cropped], device=self.device).expand(batch, -1)
-        gen = greedy_generate(self.model, input_ids, cache, sample.max_new_tokens, self.prefill_chunk or self.n_up,
+        gen = greedy_generate(self.model, input_ids, cache, sample.max_new_tokens, chunk,
                               self.stop_ids, shared_prefix=batch > 1)
         results = []
         for i, tokens in enumerate(gen.batch_tokens):

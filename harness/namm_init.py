@@ -30,6 +30,7 @@ def add_arguments(p) -> None:
     p.add_argument("--init-sigma", type=float, default=0.0, help="draw parameters from N(0, sigma^2) (default 0: zeros)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="float32", help="model dtype: float32 (default), bfloat16 or float16")
     p.add_argument("--out", required=True, help="checkpoint path (.safetensors; a .json sidecar is written beside it)")
 
 
@@ -50,7 +51,7 @@ def collect_statistics(model, tokenizer, samples, architecture: str, n_up: int, 
     device = next(model.parameters()).device
     for sample in tqdm(samples, disable=not progress, desc="statistics", unit="prompt", file=sys.stderr):
         ids = middle_crop(format_prompt(tokenizer, sample, "auto"), max_length - sample.max_new_tokens)
-        cache = EvictionCache(model.config, policy, n_up=n_up)
+        cache = EvictionCache(model.config, policy, n_up=n_up, stream_rows=True)
         greedy_generate(model, torch.tensor([ids], device=device), cache, max_new_tokens=1, chunk_size=n_up)
     if policy.stats.count == 0:
         raise UsageError(f"no policy update happened: prompts must be at least --n-up ({n_up}) tokens long")
@@ -71,7 +72,8 @@ def main(args) -> int:
         choose(f"task of suite {args.suite}", task, suite.tasks)
     if args.limit < 1 or args.init_sigma < 0 or not 0 < args.gamma < 1:
         raise UsageError("--limit must be >= 1, --init-sigma >= 0 and --gamma in (0, 1)")
-    model, tokenizer, source = load_model(args.model, device=args.device)
+    choose("--dtype", args.dtype, ["float32", "bfloat16", "float16"])
+    model, tokenizer, source = load_model(args.model, device=args.device, dtype=args.dtype)
     max_length = args.max_length or model.config.get_text_config().max_position_embeddings
     samples = [s for t in selected for i, s in enumerate(suite.samples(t, tokenizer, max_length=max_length, seed=args.seed))
                if i < args.limit]

@@ -15,6 +15,8 @@ and gets back a :class:`Selection`. Policies never touch transformers; they see 
 - ``state``: per-token tensors the policy keeps between updates, ``[batch, kv_heads, n_keys, ...]``;
   the cache zero-fills entries of tokens added since the previous update and gathers them with
   the keys on eviction.
+- ``window``: instead of ``attention``, a ``"rows"`` policy may take the rows as they arrive
+  (:meth:`Policy.open_window`): then ``window`` is its own stream object and ``attention`` is None.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class LayerView:
     layer_idx: int
     attention: torch.Tensor | None = None
     state: dict[str, torch.Tensor] = field(default_factory=dict)
+    window: object | None = None  # the policy's own stream of this update's rows (Policy.open_window)
 
     @property
     def n_keys(self) -> int:
@@ -74,6 +77,18 @@ class Policy:
 
     def select(self, view: LayerView) -> Selection:
         raise NotImplementedError
+
+    def open_window(self, state: dict[str, torch.Tensor], n_up: int, dtype: torch.dtype | None = None):
+        """For ``attention="rows"``: an object that takes the rows as they arrive, or None (buffer them).
+
+        The returned object has ``push(rows [batch, kv_heads, q, n_keys])`` (called once per query
+        chunk; ``n_keys`` grows as keys arrive), ``rows`` (query rows pushed) and ``map_batch(fn)``;
+        at the update it is handed to :meth:`select` as ``view.window`` with ``view.attention``
+        None. ``state`` is the per-token state kept at the previous update; ``dtype`` the model's
+        (keys') dtype. The cache streams only when its schedule makes every update see exactly the
+        rows since the previous one.
+        """
+        return None
 
     def describe(self) -> dict:
         """JSON-able settings recorded in a run's ``config.json``."""

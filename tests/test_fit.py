@@ -18,6 +18,15 @@ from policies.namm.checkpoint import load_checkpoint
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread for these in-process fits (restored afterwards): fast also on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def fit_args(model_dir, out, *extra):
     return ["fit", "--model", str(model_dir), "--stages", "passkey:3", "--stages", "needle:2", "--popsize", "4",
             "--prompts-per-task", "2", "--val-fraction", "0.4", "--eval-every", "2", "--n-up", "64",
@@ -49,6 +58,16 @@ def test_fit_writes_log_checkpoints_and_figures(reference_fit):
     assert final.fitted_on["tasks"] == ["passkey", "needle"] and final.params.shape == (4172,)
     assert torch.equal(final.params, load_checkpoint(reference_fit / "stage2" / "best.safetensors").params)
     assert (final.norm_var > 0).all()
+    fitness = final.fitness
+    assert (fitness["cma"], fitness["fitness_rule"], fitness["memory_weight"]) == ("diagonal", "offset", 0)
+    for r in records:  # kept fraction: cache logical size / (prompt + generated tokens), a share of what it saw
+        assert 0 < r["cache"]["kept_fraction"] <= 1
+        if r["validation"]:
+            assert 0 < r["validation"]["kept_fraction"] <= 1
+            assert r["validation"]["fitness"] == r["validation"]["mean"]  # no memory term by default
+    config = json.loads((reference_fit / "config.json").read_text())["fit"]
+    assert (config["cma"], config["dtype"], config["fitness_rule"], config["memory_weight"]) == (
+        "diagonal", "float32", "offset", 0.0)
     for name in ("training_curves.png", "memory_size.png"):
         assert (reference_fit / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -91,7 +110,7 @@ def test_loop_improves_a_synthetic_objective(tiny_model_dir, tmp_path, monkeypat
 
     def synthetic(evaluator, config, params, norm_mean, norm_var, prompts):
         score = torch.sigmoid(100 * (params * direction).mean(-1))
-        return [{"scores": {s.task: [float(c)] for s, _ in prompts}, "cache": 0.0} for c in score]
+        return [{"scores": {s.task: [float(c)] for s, _ in prompts}, "cache": 0.0, "kept": 0.0} for c in score]
 
     monkeypatch.setattr(loop, "evaluate_members", synthetic)
     monkeypatch.setattr(loop.Fit, "_references", lambda self, prompts: {s.task: [1.0] for s, _ in prompts})
@@ -117,6 +136,17 @@ def test_loop_improves_a_synthetic_objective(tiny_model_dir, tmp_path, monkeypat
         (["--stages", "passkey:3", "--popsize", "1"], "popsize"),
         (["--stages", "passkey:x"], "generations must be an integer"),
         (["--policy", "h2o", "--stages", "passkey"], "unknown policy 'h2o'"),
+        (["--stages", "passkey:3", "--cma", "sep"], "unknown --cma 'sep'; choose one of: diagonal, full"),
+        (["--stages", "passkey:3", "--fitness-rule", "ratio"],
+         "unknown --fitness-rule 'ratio'; choose one of: offset, paper"),
+        (["--stages", "passkey:3", "--dtype", "float8"],
+         "unknown --dtype 'float8'; choose one of: bfloat16, float16, float32"),
+        (["--stages", "passkey:3", "--memory-weight", "-0.5"], "--memory-weight must be a finite number >= 0"),
+        (["--stages", "passkey:3", "--memory-weight", "nan"], "--memory-weight must be a finite number >= 0"),
+        (["--stages", "passkey:3", "--threads", "0"], "--threads must be a positive integer, got 0"),
+        (["--stages", "passkey:3", "--stop-after", "2 hours"],
+         "--stop-after '2 hours' is not a duration; use e.g. 2h, 90m, 3600s or 3600 (seconds)"),
+        (["--stages", "passkey:3", "--stop-after", "0"], "--stop-after '0' is not a duration"),
     ],
 )
 def test_bad_fit_input_is_one_line_exit_2(extra, expect, tmp_path, capsys):
@@ -192,3 +222,123 @@ def test_init_continues_an_earlier_fit(tiny_model_dir, reference_fit, tmp_path, 
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: " + expect), err
     assert not (tmp_path / "never").exists()
+
+
+# ---- fitness rules and the memory term (harness.fit.fitness) ---------------------------------------------
+
+
+def test_normalised_offset_and_paper_rules_by_hand():
+    from harness.fit.fitness import normalised
+
+    member, full = [1.0, 0.0, 1.0], [1.0, 1.0, 0.5]  # means 2/3 and 5/6
+    assert normalised(member, full) == pytest.approx(0.8, abs=1e-15)
+    assert normalised(member, full, "offset") == normalised(member, full)  # the default
+    assert normalised(member, full, "paper") == pytest.approx(0.799999904, abs=1e-9)  # (2/3) / (5/6 + 1e-7)
+    # the full cache scores 0 on every prompt
+    assert normalised([1.0, 0.0], [0.0, 0.0], "offset") == 1.5  # 1 + mean
+    assert normalised([0.0, 0.0], [0.0, 0.0], "offset") == 1.0  # as good as the full cache
+    assert normalised([1.0, 0.0], [0.0, 0.0], "paper") == pytest.approx(5e6, rel=1e-12)  # 0.5 / 1e-7
+    assert normalised([0.0, 0.0], [0.0, 0.0], "paper") == 0.0
+    with pytest.raises(ValueError, match="unknown fitness rule 'ratio'; choose one of: offset, paper"):
+        normalised(member, full, "ratio")
+
+
+def _ranking(members, refs, rule):
+    from harness.fit.fitness import fitness_of
+
+    fitness = [fitness_of({"scores": m, "kept": 0.0}, refs, rule)[0] for m in members]
+    return sorted(range(len(members)), key=lambda i: -fitness[i]), fitness
+
+
+def test_rules_rank_two_tasks_differently():
+    """Task a: the full cache solves both prompts; task b: it solves neither. Under the paper's rule the member
+    that gives up task a for half a success on b ranks first (1.25e6); under offset it ranks last."""
+    refs = {"a": [1.0, 1.0], "b": [0.0, 0.0]}
+    members = [{"a": [1.0, 1.0], "b": [0.0, 0.0]},   # offset (1 + 1) / 2 = 1.0;    paper ~(1 + 0) / 2 = 0.5
+               {"a": [0.0, 0.0], "b": [0.5, 0.0]},   # offset (0 + 1.25) / 2 = 0.625; paper (0 + 2.5e6) / 2
+               {"a": [1.0, 0.0], "b": [0.0, 0.0]}]   # offset (0.5 + 1) / 2 = 0.75;  paper ~0.25
+    order, fitness = _ranking(members, refs, "offset")
+    assert order == [0, 2, 1] and fitness == [1.0, 0.625, 0.75]
+    order, fitness = _ranking(members, refs, "paper")
+    assert order == [1, 0, 2]
+    assert fitness == [pytest.approx(0.5, abs=1e-7), pytest.approx(1.25e6), pytest.approx(0.25, abs=1e-7)]
+
+
+@pytest.mark.parametrize("reference", [[0.0, 0.0], [1.0, 0.5]])
+def test_rules_rank_one_task_alike_so_cma_es_moves_alike(reference):
+    """With one task both rules are increasing functions of the member's mean score, and CMA-ES only uses
+    ranks: the same population gets the same order and the same CMA-ES update."""
+    import numpy as np
+
+    from harness.fit.cmaes import CMAES, CMAESSettings
+
+    members = [{"t": s} for s in ([1.0, 0.0], [0.0, 0.0], [1.0, 1.0], [0.5, 0.0])]
+    refs = {"t": reference}
+    (order_offset, f_offset), (order_paper, f_paper) = (_ranking(members, refs, r) for r in ("offset", "paper"))
+    assert order_offset == order_paper == [2, 0, 3, 1]
+    assert f_offset != f_paper  # different numbers, same order
+    means = []
+    for fitness in (f_offset, f_paper):
+        es = CMAES(6, CMAESSettings(popsize=4, seed=1))
+        es.tell(es.ask(), fitness)
+        means.append(es.mean)
+    assert np.array_equal(means[0], means[1])
+
+
+def test_two_task_rules_move_cma_es_differently():
+    import numpy as np
+
+    from harness.fit.cmaes import CMAES, CMAESSettings
+
+    refs = {"a": [1.0, 1.0], "b": [0.0, 0.0]}
+    members = [{"a": [1.0, 1.0], "b": [0.0, 0.0]}, {"a": [0.0, 0.0], "b": [0.5, 0.0]},
+               {"a": [1.0, 0.0], "b": [0.0, 0.0]}, {"a": [0.0, 0.0], "b": [0.0, 0.0]}]
+    means = []
+    for rule in ("offset", "paper"):
+        es = CMAES(6, CMAESSettings(popsize=4, seed=1))
+        es.tell(es.ask(), _ranking(members, refs, rule)[1])
+        means.append(es.mean)
+    assert not np.array_equal(means[0], means[1])
+
+
+def test_memory_term_by_hand():
+    from harness.fit.fitness import fitness_of, kept_fraction
+
+    member = {"scores": {"a": [1.0, 0.0], "b": [0.5]}, "kept": 0.25}
+    refs = {"a": [1.0, 1.0], "b": [0.5]}  # normalised: a 0.5, b 1.0, mean 0.75
+    assert fitness_of(member, refs) == (0.75, {"a": 0.5, "b": 1.0})
+    assert fitness_of(member, refs, memory_weight=0.4)[0] == pytest.approx(0.75 - 0.4 * 0.25, abs=1e-15)  # 0.65
+    assert fitness_of(member, {"a": [0.0, 0.0], "b": [0.5]}, "offset", 1.0)[0] == pytest.approx(
+        (1.5 + 1.0) / 2 - 0.25, abs=1e-15)
+    # 30 tokens kept of 90 prompt + 10 generated
+    assert kept_fraction({"cache": {"logical_mean": 30.0}, "new_tokens": 10}, 90) == pytest.approx(0.3, abs=1e-15)
+
+
+def test_evaluate_members_averages_the_kept_fraction_over_prompts(monkeypatch):
+    """3 members in chunks of 2 on 2 prompts (90 and 40 tokens): member k keeps 10(k+1) of 90 + 10 tokens on
+    the first and 5(k+1) of 40 + 0 on the second: kept fraction (0.1 + 0.125) / 2 * (k + 1)."""
+    from types import SimpleNamespace
+
+    import harness.fit.fitness as fitness
+
+    monkeypatch.setattr(fitness, "make_member_policy", lambda config, chunk, mean, var: chunk)
+
+    class FakeEvaluator:
+        def evaluate(self, sample, policy, batch, cropped):
+            assert policy.shape[0] == batch
+            out = []
+            for k in policy[:, 0].long().tolist():
+                first = sample.task == "a"
+                out.append({"score": float(k) if first else 1.0, "new_tokens": 10 if first else 0,
+                            "cache": {"logical_mean": 10.0 * (k + 1) if first else 5.0 * (k + 1)}})
+            return out
+
+    params = torch.zeros(3, 5)
+    params[:, 0] = torch.arange(3)
+    prompts = [(SimpleNamespace(task="a"), list(range(90))), (SimpleNamespace(task="b"), list(range(40)))]
+    config = SimpleNamespace(member_batch=2)
+    members = fitness.evaluate_members(FakeEvaluator(), config, params, None, None, prompts)
+    for k, m in enumerate(members):
+        assert m["scores"] == {"a": [float(k)], "b": [1.0]}
+        assert m["kept"] == pytest.approx(0.1125 * (k + 1), abs=1e-15)
+        assert m["cache"] == pytest.approx(7.5 * (k + 1), abs=1e-12)

@@ -2,7 +2,16 @@
 
 What the paper's code (evo-memory, ``memory_evolution/cma_es.py``) does and how this maps onto pycma:
 
-* full covariance matrix (``CMA_diagonal=False``; there is no diagonal-only option here);
+* full covariance matrix (``covariance="full"``, pycma's ``CMA_diagonal=False``), as the paper;
+  or, the default here, a diagonal one (``covariance="diagonal"``: pycma's separable CMA-ES,
+  ``CMA_diagonal=True``, which adapts one step size per coordinate with pycma's ``c1_sep`` /
+  ``cmu_sep`` learning rates). Why diagonal by default: with BAM's n = 4,172 parameters and a
+  population <= 32 the full covariance's learning rates are ~2/n^2 (pycma: c1 = 1.1e-7,
+  cmu = 8.7e-7 for popsize 32), so over the paper's 300 + 250 + 120 generations the matrix moves by
+  < 1e-3 of its initial value, i.e. it stays isotropic while costing O(n^2) time and a ~280 MB state;
+  the diagonal rates are c1_sep = 2.3e-4, cmu_sep = 1.7e-3 (the per-coordinate variances do
+  change within a few hundred generations) and the state is ~0.7 MB (684,652 bytes measured at
+  popsize 32);
 * population ``popsize`` (paper: 32, public base config: 16), elite size ``mu = int(popsize *
   elite_ratio)`` (``CMA_mu``), log-rank recombination weights with negative weights for the
   non-elite members (pycma's default active CMA, ``CMA_active=True``; evo-memory does the same);
@@ -31,6 +40,8 @@ Randomness is private to each instance:
 * :meth:`CMAES.state_dict` pickles the pycma object (which holds the ``_PrivateRandn`` and hence its
   exact RandomState), the per-instance global-RNG state and the settings in one pickle, so
   :meth:`CMAES.from_state` continues bit-identically (same subsequent ``ask()`` populations and means).
+  After a ``tell()`` it leaves out pycma's per-generation scratch arrays (the last population, ~3
+  MB at n = 4,172), which the next ``ask()`` rebuilds without reading them.
 """
 
 from __future__ import annotations
@@ -46,6 +57,11 @@ import numpy as np
 from harness.errors import UsageError
 
 _STATE_FORMAT = "harness.fit.cmaes/1"
+COVARIANCES = ("diagonal", "full")
+# pycma attributes that only hold the last generation's population / tell() arguments: after a tell()
+# the next ask() resets ``ary`` and nothing reads ``pop_sorted`` or ``_tell2_args`` before the next tell()
+# overwrites them, so state_dict() need not store them (see test_state_after_tell_leaves_out_scratch).
+_SCRATCH = {"ary": list, "pop_sorted": lambda: None, "_tell2_args": dict}
 
 
 class CMAESSettingsError(UsageError, ValueError):
@@ -59,6 +75,7 @@ class CMAESSettings:
     sigma0: float = 0.065  # the public code's init_sigma (the paper's Table 9 prints 0.65)
     mean0: float = 0.0
     seed: int = 0
+    covariance: str = "diagonal"  # "diagonal" (separable CMA-ES) or "full" (the paper); see the module docstring
 
     def __post_init__(self):
         if isinstance(self.popsize, bool) or not isinstance(self.popsize, (int, np.integer)) or self.popsize < 2:
@@ -78,6 +95,9 @@ class CMAESSettings:
         if (isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer))
                 or not 0 <= self.seed < 2**32):
             raise CMAESSettingsError(f"CMA-ES seed must be an integer in [0, 2**32) (got {self.seed!r})")
+        if self.covariance not in COVARIANCES:
+            raise CMAESSettingsError(
+                f"CMA-ES covariance must be one of {', '.join(COVARIANCES)} (got {self.covariance!r})")
 
     @property
     def mu(self) -> int:
@@ -123,7 +143,7 @@ class CMAES:
         opts = {
             "popsize": int(settings.popsize),
             "CMA_mu": settings.mu,
-            "CMA_diagonal": False,
+            "CMA_diagonal": settings.covariance == "diagonal",
             "CMA_active": True,
             "CMA_mirrors": 0,
             "bounds": [None, None],
@@ -192,6 +212,12 @@ class CMAES:
         return float(self._es.sigma)
 
     @property
+    def stds(self) -> np.ndarray:
+        """Current per-coordinate standard deviations of the sampling distribution, ``[n_params]``
+        (``sigma`` times the square root of the covariance's diagonal)."""
+        return np.array(self._es.stds, dtype=np.float64).reshape(self.n_params)
+
+    @property
     def generation(self) -> int:
         """Number of completed ``tell()`` calls (pycma's ``countiter``)."""
         return int(self._es.countiter)
@@ -210,9 +236,14 @@ class CMAES:
         :class:`_PrivateRandn` with its RandomState, i.e. the generator pycma samples with), the
         per-instance global-RNG state used during pycma calls, and the settings. Load it only with
         :meth:`from_state`, and only from the fit's own output folder: it is a pickle, so loading a file
-        from an untrusted source could execute arbitrary code. Size grows as ``n_params**2`` (full
-        covariance plus its eigenbasis, ~2 * 8 * n_params**2 bytes).
+        from an untrusted source could execute arbitrary code. Size: with ``covariance="full"`` it
+        grows as ``n_params**2`` (covariance plus its eigenbasis, ~2 * 8 * n_params**2 bytes: ~280 MB
+        for n = 4,172); with ``"diagonal"`` it is ~20 vectors of n_params floats (~0.7 MB for n =
+        4,172). After a :meth:`tell` pycma's per-generation scratch (``_SCRATCH``) is reset first.
         """
+        if self._es._flgtelldone:  # between tell() and ask(): the last population is not needed again
+            for name, empty in _SCRATCH.items():
+                setattr(self._es, name, empty())
         payload = {
             "format": _STATE_FORMAT,
             "settings": asdict(self.settings),
@@ -224,12 +255,15 @@ class CMAES:
 
     @classmethod
     def from_state(cls, data: bytes) -> "CMAES":
-        """Rebuild an instance saved by :meth:`state_dict` (trusted data only: see there)."""
+        """Rebuild an instance saved by :meth:`state_dict` (trusted data only: see there).
+
+        States saved before the ``covariance`` setting existed are full-covariance ones.
+        """
         payload = pickle.loads(data)
         if not isinstance(payload, dict) or payload.get("format") != _STATE_FORMAT:
             raise ValueError("not a harness CMA-ES state (expected bytes from CMAES.state_dict())")
         self = cls.__new__(cls)
-        self.settings = CMAESSettings(**payload["settings"])
+        self.settings = CMAESSettings(**{"covariance": "full", **payload["settings"]})
         self.n_params = int(payload["n_params"])
         self._es = payload["es"]
         self._global_rng_state = payload["global_rng_state"]

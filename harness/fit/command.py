@@ -8,6 +8,8 @@ from harness.errors import UsageError
 
 
 def add_arguments(p) -> None:
+    from harness.fit.loop import DEFAULT_FIT_DTYPE
+
     p.add_argument("--policy", default="namm_bam", help="namm_bam (default) or namm_mlp")
     p.add_argument("--suite", default="niah", help="suite whose tasks are fitted (default niah)")
     p.add_argument("--suite-arg", action="append", metavar="KEY=VALUE",
@@ -20,12 +22,22 @@ def add_arguments(p) -> None:
     p.add_argument("--elite-ratio", type=float, default=0.5)
     p.add_argument("--sigma0", type=float, default=0.065, help="initial step size (paper's code 0.065)")
     p.add_argument("--mean0", type=float, default=0.0)
+    p.add_argument("--cma", default="diagonal", metavar="{diagonal,full}",
+                   help="CMA-ES covariance: diagonal (default; separable CMA-ES, a ~0.7 MB state for BAM) or full "
+                        "(the paper; a ~280 MB state, and at ~4k parameters it barely adapts: see README)")
+    p.add_argument("--fitness-rule", default="offset", metavar="{offset,paper}",
+                   help="a task where the full cache scores 0: offset (default) counts it 1 + mean score; paper "
+                        "divides every task by (full-cache mean + 1e-7), as the paper's code")
+    p.add_argument("--memory-weight", type=float, default=0.0, metavar="W",
+                   help="beyond the paper: fitness minus W times the mean kept fraction of the cache (default 0)")
     p.add_argument("--prompts-per-task", type=int, default=64, help="training prompts sampled per task and generation")
     p.add_argument("--val-fraction", type=float, default=0.2, help="share of each task's prompts held out")
     p.add_argument("--eval-every", type=int, default=10, help="score the CMA-ES mean on validation every N generations")
     p.add_argument("--member-batch", type=int, help="population members per forward pass (default: all)")
     p.add_argument("--stats-prompts", type=int, default=8, help="prompts for the normalisation statistics")
     p.add_argument("--model", help="model (default: the embedded smollm2)")
+    p.add_argument("--dtype", default=DEFAULT_FIT_DTYPE, metavar="{float32,bfloat16,float16}",
+                   help=f"model weights: float32, bfloat16 or float16 (default {DEFAULT_FIT_DTYPE})")
     p.add_argument("--max-length", type=int, help="context limit in tokens (default: the model's)")
     p.add_argument("--n-up", type=int, default=512)
     p.add_argument("--cache-mode", default="original")
@@ -36,26 +48,42 @@ def add_arguments(p) -> None:
                         "(continue an earlier fit with new stages)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--stop-after", metavar="DURATION",
+                   help="stop between generations before this much wall time since the command started is "
+                        "passed (the previous generation's time estimates the next's), e.g. 2h, 90m, 3600s, 3600; "
+                        "SIGTERM/SIGINT also stop, after the current generation. Re-running resumes")
     p.add_argument("--quiet", action="store_true")
-    p.add_argument("--out", required=True, help="fit folder (re-running the same command resumes)")
+    p.add_argument("--out", required=True, help="fit folder (re-running the same command resumes; --threads "
+                   "and --stop-after may differ between runs)")
 
 
 def main(args) -> int:
-    from harness.fit.loop import Fit, FitConfig, parse_stage
+    import torch
+
+    from harness.fit.inputs import parse_stage
+    from harness.fit.loop import Fit, FitConfig
+    from harness.fit.stopping import Stopper, parse_duration
     from harness.suite_args import parse_suite_args
 
+    stopper = Stopper(parse_duration(args.stop_after), args.stop_after) if args.stop_after is not None else Stopper()
     if not args.stages:
         raise UsageError("give at least one --stages TASKS[:GENERATIONS], e.g. --stages passkey:10")
     if args.member_batch is not None and args.member_batch < 1:
         raise UsageError(f"--member-batch must be a positive integer, got {args.member_batch}")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UsageError(f"--threads must be a positive integer, got {args.threads}")
+        torch.set_num_threads(args.threads)
     config = FitConfig(
         policy=args.policy, suite=args.suite, suite_args=parse_suite_args(args.suite_arg),
         data_dir=args.data_dir, stages=[parse_stage(s) for s in args.stages], popsize=args.popsize,
-        elite_ratio=args.elite_ratio, sigma0=args.sigma0, mean0=args.mean0, prompts_per_task=args.prompts_per_task,
+        elite_ratio=args.elite_ratio, sigma0=args.sigma0, mean0=args.mean0, cma=args.cma,
+        fitness_rule=args.fitness_rule, memory_weight=args.memory_weight, prompts_per_task=args.prompts_per_task,
         val_fraction=args.val_fraction, eval_every=args.eval_every, member_batch=args.member_batch,
-        stats_prompts=args.stats_prompts, model=args.model, max_length=args.max_length, n_up=args.n_up,
-        cache_mode=args.cache_mode, gamma=args.gamma, threshold=args.threshold, seed=args.seed, device=args.device,
-        init=args.init,
+        stats_prompts=args.stats_prompts, model=args.model, dtype=args.dtype,
+        max_length=args.max_length, n_up=args.n_up, cache_mode=args.cache_mode, gamma=args.gamma,
+        threshold=args.threshold, seed=args.seed, device=args.device, init=args.init,
     )
-    print(Fit(config, Path(args.out), progress=not args.quiet).run())
+    print(Fit(config, Path(args.out), progress=not args.quiet, stopper=stopper).run())
     return 0

@@ -3,6 +3,13 @@
 Paper §3.3: per task, the population member's score divided by the base model's full-cache score
 on the same sampled prompts; the fitness is the mean over tasks. Full-cache reference scores are
 computed once per prompt and kept in ``references.jsonl``.
+
+Two rules for a task whose full-cache mean is 0 on the sampled prompts (:data:`FITNESS_RULES`):
+``offset`` (default) counts it ``1 + mean(member)``; ``paper`` is the public code's
+``mean(member) / (mean(full) + 1e-7)`` everywhere. Beyond the paper, an optional memory term:
+``fitness = mean over tasks of the normalised score - memory_weight * kept fraction``, the kept
+fraction being the mean over the member's prompts of (cache logical size at the end) / (tokens the
+cache saw: prompt tokens fed + generated tokens).
 """
 
 from __future__ import annotations
@@ -15,15 +22,31 @@ import torch
 from harness import records
 
 
-def normalised(member_scores: list[float], reference_scores: list[float]) -> float:
-    """``mean(member) / mean(full)`` over the same prompts.
+FITNESS_RULES = ("offset", "paper")
+PAPER_EPSILON = 1e-7  # evo-memory: score / (reference + 1e-7)
 
-    When the full cache scores 0 on every one of these prompts the ratio is undefined; the task
-    then counts ``1 + mean(member)`` (the full cache as 1, any success above it).
+
+def normalised(member_scores: list[float], reference_scores: list[float], rule: str = "offset") -> float:
+    """The member's mean score over a task's prompts relative to the full cache's on the same prompts.
+
+    ``rule="offset"``: ``mean(member) / mean(full)``; when the full cache scores 0 on every one of
+    these prompts that ratio is undefined and the task counts ``1 + mean(member)`` (the full cache as
+    1, any success above it). ``rule="paper"``: ``mean(member) / (mean(full) + 1e-7)`` always, as the
+    paper's public code (a success where the full cache failed then counts ~1e7).
     """
     ref = sum(reference_scores) / len(reference_scores)
     mean = sum(member_scores) / len(member_scores)
+    if rule == "paper":
+        return mean / (ref + PAPER_EPSILON)
+    if rule != "offset":
+        raise ValueError(f"unknown fitness rule {rule!r}; choose one of: {', '.join(FITNESS_RULES)}")
     return mean / ref if ref > 0 else 1.0 + mean
+
+
+def kept_fraction(result: dict, prompt_tokens: int) -> float:
+    """The share of the tokens a cache saw that it still holds at the end of one evaluation:
+    ``result["cache"]["logical_mean"] / (prompt_tokens + result["new_tokens"])``."""
+    return result["cache"]["logical_mean"] / (prompt_tokens + result["new_tokens"])
 
 
 class References:
@@ -57,11 +80,12 @@ def make_member_policy(config, params: torch.Tensor, norm_mean: torch.Tensor, no
 def evaluate_members(evaluator, config, params, norm_mean, norm_var, prompts) -> list[dict]:
     """Score every row of ``params`` (``[m, n_params]``) on ``prompts`` (``[(sample, cropped)]``).
 
-    Returns one dict per member: ``{"scores": {task: [score per prompt]}, "cache": mean logical size}``.
+    Returns one dict per member: ``{"scores": {task: [score per prompt]}, "cache": mean logical size,
+    "kept": mean kept fraction}`` (means over the prompts; see :func:`kept_fraction`).
     Members are evaluated ``config.member_batch`` at a time as a batch of copies of each prompt.
     """
     m = params.shape[0]
-    out = [{"scores": {}, "cache": 0.0} for _ in range(m)]
+    out = [{"scores": {}, "cache": 0.0, "kept": 0.0} for _ in range(m)]
     step = config.member_batch or m
     for sample, cropped in prompts:
         for start in range(0, m, step):
@@ -71,13 +95,17 @@ def evaluate_members(evaluator, config, params, norm_mean, norm_var, prompts) ->
                 member = out[start + i]
                 member["scores"].setdefault(sample.task, []).append(result["score"])
                 member["cache"] += result["cache"]["logical_mean"] / len(prompts)
+                member["kept"] += kept_fraction(result, len(cropped)) / len(prompts)
     return out
 
 
-def fitness_of(member: dict, references: dict[str, list[float]]) -> tuple[float, dict[str, float]]:
-    """Mean over tasks of the normalised score, and the per-task values."""
-    per_task = {task: normalised(scores, references[task]) for task, scores in member["scores"].items()}
-    return sum(per_task.values()) / len(per_task), per_task
+def fitness_of(member: dict, references: dict[str, list[float]], rule: str = "offset",
+               memory_weight: float = 0.0) -> tuple[float, dict[str, float]]:
+    """``(fitness, per-task normalised scores)``: fitness = mean over tasks of :func:`normalised`
+    minus ``memory_weight * member["kept"]`` (the memory term; 0 by default, as the paper)."""
+    per_task = {task: normalised(scores, references[task], rule) for task, scores in member["scores"].items()}
+    score = sum(per_task.values()) / len(per_task)
+    return score - memory_weight * member["kept"], per_task
 
 
 def write_log(path: Path, log: list[dict]) -> None:

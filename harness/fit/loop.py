@@ -3,14 +3,19 @@
 Per generation: sample ``prompts_per_task`` training prompts per active task (seeded by
 generation), evaluate every population member on them (members batched as copies of a prompt,
 sharded across ``torchrun`` ranks), fitness = mean over tasks of score / full-cache score on the same
-prompts, ``tell`` CMA-ES. Every ``eval_every`` generations (and at the end of a stage) the CMA-ES
-mean is scored on the held-out validation prompts; the best-validation mean is the stage's
-checkpoint, and the next stage (which adds its tasks) starts from it.
+prompts (``fitness_rule`` for tasks where the full cache scores 0; minus ``memory_weight`` times the
+kept fraction of the cache, see :mod:`harness.fit.fitness`), ``tell`` CMA-ES (``cma``: diagonal or
+full covariance, see :mod:`harness.fit.cmaes`). Every ``eval_every`` generations (and at the end of
+a stage) the CMA-ES mean is scored on the held-out validation prompts; the mean with the best
+validation fitness is the stage's checkpoint, and the next stage (which adds its tasks) starts from it.
 
 Files in ``--out``: ``config.json``, ``fit.jsonl`` (one line per generation), ``references.jsonl``
 (full-cache scores), ``state.pkl`` (everything needed to continue, written atomically after every
-generation; loaded only from this folder), ``stage<k>/best.safetensors`` (+ ``.json``), the final
-``<policy>.safetensors``, and figures ``training_curves.png`` / ``memory_size.png``.
+generation; no absolute paths, so the folder can be moved or committed and resumed elsewhere;
+loaded only from this folder), ``stage<k>/best.safetensors`` (+ ``.json``), the final
+``<policy>.safetensors``, and figures ``training_curves.png`` / ``memory_size.png``. A
+:class:`~harness.fit.stopping.Stopper` (``--stop-after``, SIGTERM/SIGINT) can end :meth:`Fit.run`
+at a generation boundary; re-running the same command continues from there.
 """
 
 from __future__ import annotations
@@ -21,7 +26,6 @@ import os
 import pickle
 import random
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,9 +33,19 @@ import numpy as np
 import torch
 
 from harness import distributed
-from harness.errors import UsageError, choose
+from harness.errors import UsageError
+from harness.fit import stopping
 from harness.fit.cmaes import CMAES, CMAESSettings
-from harness.fit.fitness import References, evaluate_members, fitness_of, normalised, write_log
+from harness.fit.fitness import References, evaluate_members, fitness_of, write_log
+from harness.fit.inputs import init_checkpoint, parse_stage, split, validate  # noqa: F401  (parse_stage: API)
+from harness.fit.stopping import Stopper
+
+
+DEFAULT_FIT_DTYPE = "bfloat16"  # model weights' dtype during a fit (--dtype): measured in results/fit-bench
+
+# Settings added after fits were first made, with what a saved config.json without them means (the
+# behaviour before the option existed), so that those fits resume unchanged.
+LEGACY_IDENTITY = {"init": None, "cma": "full", "dtype": "float32", "fitness_rule": "offset", "memory_weight": 0.0}
 
 
 @dataclass
@@ -45,12 +59,16 @@ class FitConfig:
     elite_ratio: float = 0.5
     sigma0: float = 0.065
     mean0: float = 0.0
+    cma: str = "diagonal"  # covariance: "diagonal" (separable CMA-ES) or "full" (the paper); see cmaes.py
+    fitness_rule: str = "offset"  # when the full cache scores 0: "offset" (1 + mean) or "paper" (/ (0 + 1e-7))
+    memory_weight: float = 0.0  # fitness -= memory_weight * kept fraction (beyond the paper; 0 = off)
     prompts_per_task: int = 64
     val_fraction: float = 0.2
     eval_every: int = 10
     member_batch: int | None = None
     stats_prompts: int = 8
     model: str | None = None
+    dtype: str = DEFAULT_FIT_DTYPE
     max_length: int | None = None
     n_up: int = 512
     cache_mode: str = "original"
@@ -62,90 +80,44 @@ class FitConfig:
     init: str | None = None  # a NAMM checkpoint: stage 1 starts from its parameters and frozen statistics
 
     def identity(self) -> dict:
+        """What a fit folder's ``config.json`` records (``"fit"``) and a resume must match: every field
+        but ``device`` (``--stop-after``, ``--threads`` and ``--quiet`` are not fields either)."""
         data = dataclasses.asdict(self)
         data.pop("device")
         data["stages"] = [[list(t), g] for t, g in self.stages]
-        if data["init"] is None:  # fits made before --init existed resume unchanged
-            data.pop("init")
         return data
 
+    def check_resumes(self, saved: dict, out: Path) -> None:
+        """A :class:`UsageError` naming the differences unless ``saved`` (a ``config.json``'s ``"fit"``)
+        is this configuration; keys missing from ``saved`` mean their :data:`LEGACY_IDENTITY` value."""
+        saved, current = {**LEGACY_IDENTITY, **saved}, self.identity()
+        differ = [k for k in sorted(set(saved) | set(current)) if saved.get(k) != current.get(k)]
+        if differ:
+            def short(value):
+                text = json.dumps(value)
+                return text if len(text) <= 40 else text[:37] + "..."
 
-def parse_stage(text: str, default_generations: int = 10) -> tuple[list[str], int]:
-    """``"a,b:250"`` → ``(["a", "b"], 250)``."""
-    tasks, _, gens = text.partition(":")
-    try:
-        generations = int(gens) if gens else default_generations
-    except ValueError:
-        raise UsageError(f"--stages {text!r}: generations must be an integer, as in passkey:300")
-    names = [t for t in tasks.split(",") if t]
-    if not names:
-        raise UsageError(f"--stages {text!r} names no task; use TASK[,TASK...][:GENERATIONS]")
-    return names, generations
-
-
-def validate(config: FitConfig, out: Path):
-    import policies
-
-    choose("policy", config.policy, [p for p in policies.POLICIES if p.startswith("namm")])
-    from harness.runner import RunConfig, suite_options
-    from harness.suite_args import load_suite
-
-    suite = load_suite(config.suite, suite_options(RunConfig(suite=config.suite, suite_args=config.suite_args,
-                                                             data_dir=config.data_dir)))
-    for names, generations in config.stages:
-        for task in names:
-            choose(f"task of suite {config.suite}", task, suite.tasks)
-        if generations < 1:
-            raise UsageError(f"every stage needs at least 1 generation, got {generations}")
-    CMAESSettings(config.popsize, config.elite_ratio, config.sigma0, config.mean0, config.seed)  # validates
-    for name in ("prompts_per_task", "eval_every", "stats_prompts", "n_up"):
-        if getattr(config, name) < 1:
-            raise UsageError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(config, name)}")
-    if not 0 < config.val_fraction < 1:
-        raise UsageError(f"--val-fraction must be in (0, 1), got {config.val_fraction}")
-    existing = next(p for p in [out, *out.parents] if p.exists())
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise UsageError(f"cannot write to --out {out} ({existing} is not a writable folder); choose another")
-    return suite
-
-
-def init_checkpoint(config: FitConfig):
-    """The ``--init`` checkpoint (a :class:`UsageError` when it is missing, unreadable or of another
-    architecture)."""
-    from policies.namm.checkpoint import CheckpointError, load_checkpoint
-
-    try:
-        return load_checkpoint(config.init, expect_architecture=config.policy.removeprefix("namm_"))
-    except CheckpointError as err:
-        raise UsageError(f"--init: {str(err).splitlines()[0]}") from err
-
-
-def split(samples: list, fraction: float, seed: int) -> tuple[list, list]:
-    """Deterministic (train, validation) split of a task's samples."""
-    order = list(range(len(samples)))
-    random.Random(seed).shuffle(order)
-    n_val = max(1, round(fraction * len(samples)))
-    val = sorted(order[:n_val])
-    train = sorted(order[n_val:])
-    if not train:
-        raise UsageError(f"task {samples[0].task} has {len(samples)} samples: too few to hold some out")
-    return [samples[i] for i in train], [samples[i] for i in val]
+            details = "; ".join(f"{k}: {short(saved.get(k))} there, {short(current.get(k))} now" for k in differ)
+            raise UsageError(f"{out} holds a fit with a different configuration ({details}); "
+                             f"re-run with its options to resume, or pass a new --out")
 
 
 class Fit:
     """One fit: model, data splits, references and state; :meth:`run` does the generations."""
 
-    def __init__(self, config: FitConfig, out: Path, progress: bool = True):
+    def __init__(self, config: FitConfig, out: Path, progress: bool = True, stopper: Stopper | None = None):
         from harness.attention import attach
         from harness.evaluate import Evaluator
         from harness.models import load_model
 
         self.config, self.out, self.progress = config, out, progress
+        self.stopper = stopper if stopper is not None else Stopper()
+        self.stopped: str | None = None  # set by run() when it stopped early: why
         self.suite = validate(config, out)
         self.init = init_checkpoint(config) if config.init is not None else None  # checked before the model loads
         self.world = distributed.World.from_env(config.device)
         device = self.world.device_for(config.device)
-        self.model, self.tokenizer, self.source = load_model(config.model, device=device)
+        self.model, self.tokenizer, self.source = load_model(config.model, device=device, dtype=config.dtype)
         attach(self.model)
         text_config = self.model.config.get_text_config()
         self.max_length = config.max_length or text_config.max_position_embeddings
@@ -182,8 +154,8 @@ class Fit:
 
     def _load_or_start(self) -> dict:
         config_path = self.out / "config.json"
-        if config_path.exists() and json.loads(config_path.read_text()).get("fit") != self.config.identity():
-            raise UsageError(f"{self.out} holds a fit with a different configuration; pass a new --out")
+        if config_path.exists():
+            self.config.check_resumes(json.loads(config_path.read_text()).get("fit") or {}, self.out)
         if self._state_path().exists():
             return pickle.loads(self._state_path().read_bytes())  # our own file, written by _save
         x0 = None
@@ -204,7 +176,10 @@ class Fit:
     def _save(self, state: dict) -> None:
         if self.world.rank == 0:
             tmp = self._state_path().with_suffix(".tmp")
-            tmp.write_bytes(pickle.dumps(state))
+            with open(tmp, "wb") as f:  # complete on disk before it replaces the old state
+                f.write(pickle.dumps(state))
+                f.flush()
+                os.fsync(f.fileno())
             tmp.replace(self._state_path())
 
     def _statistics(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -258,69 +233,35 @@ class Fit:
         prompts = self._prompts([s for t in tasks for s in self.splits[t][1]])
         refs = self._references(prompts)
         member = self._population(mean[None], prompts, state)[0]
-        per_task = {t: normalised(member["scores"][t], refs[t]) for t in tasks}
-        return {"tasks": per_task, "mean": sum(per_task.values()) / len(per_task), "cache_logical_mean": member["cache"]}
+        fitness, per_task = fitness_of(member, refs, self.config.fitness_rule, self.config.memory_weight)
+        return {"tasks": per_task, "mean": sum(per_task.values()) / len(per_task), "fitness": fitness,
+                "cache_logical_mean": member["cache"], "kept_fraction": member["kept"]}
 
     # ---- the loop -------------------------------------------------------------------------------
     def run(self) -> Path:
-        from policies.namm.checkpoint import save_checkpoint
-
-        state = self._load_or_start()
-        if self.world.rank == 0:
-            write_log(self.out / "fit.jsonl", state["log"])
-        config = self.config
-        for stage in range(state["stage"], len(config.stages)):
-            tasks = [t for names, _ in config.stages[: stage + 1] for t in names]
-            generations = config.stages[stage][1]
-            if state["es"] is None:
-                settings = CMAESSettings(config.popsize, config.elite_ratio, config.sigma0, config.mean0,
-                                         config.seed + stage)
-                es = CMAES(self.n_params, settings, x0=state["x0"])
-            else:
-                es = CMAES.from_state(state["es"])
-            for generation in range(state["generation"] + 1, generations + 1):
-                start = time.perf_counter()
-                prompts = self._sample_prompts(tasks, stage, generation)
-                refs = self._references(prompts)
-                population = es.ask()
-                members = self._population(population, prompts, state)
-                scored = [fitness_of(m, refs) for m in members]
-                fitness = np.array([f for f, _ in scored])
-                es.tell(population, fitness)
-                validation = None
-                if generation % config.eval_every == 0 or generation == generations:
-                    validation = self._validate(es.mean, tasks, state)
-                    best = state["best"]
-                    validation["best"] = best is None or validation["mean"] > best["mean"]
-                    if validation["best"]:
-                        state["best"] = {"mean": validation["mean"], "params": es.mean.copy(), "generation": generation}
-                        self._checkpoint(save_checkpoint, state, stage, tasks, validation)
-                record = {
-                    "stage": stage + 1,
-                    "generation": generation,
-                    "global_generation": len(state["log"]) + 1,
-                    "tasks": tasks,
-                    "fitness": {"mean": float(fitness.mean()), "std": float(fitness.std()),
-                                "min": float(fitness.min()), "max": float(fitness.max())},
-                    "task_fitness": {t: float(np.mean([p[t] for _, p in scored])) for t in tasks},
-                    "cache": {"logical_mean": float(np.mean([m["cache"] for m in members]))},
-                    "validation": validation,
-                    "prompts": {t: [s.id for s, _ in prompts if s.task == t] for t in tasks},
-                    "wall_s": round(time.perf_counter() - start, 3),
-                }
-                state["log"].append(record)
-                state.update(generation=generation, es=es.state_dict())
+        """All remaining generations (or up to a stop: then :attr:`stopped` says why); returns ``out``."""
+        with self.stopper.handling_signals():
+            state = self._load_or_start()
+            if self.world.rank == 0:
+                write_log(self.out / "fit.jsonl", state["log"])
+            config = self.config
+            for stage in range(state["stage"], len(config.stages)):
+                tasks = [t for names, _ in config.stages[: stage + 1] for t in names]
+                generations = config.stages[stage][1]
+                if state["es"] is None:
+                    settings = CMAESSettings(config.popsize, config.elite_ratio, config.sigma0, config.mean0,
+                                             config.seed + stage, covariance=config.cma)
+                    es = CMAES(self.n_params, settings, x0=state["x0"])
+                else:
+                    es = CMAES.from_state(state["es"])
+                for generation in range(state["generation"] + 1, generations + 1):
+                    if self._stop(state, stage):
+                        return self.out
+                    self._generation(es, state, stage, tasks, generation, generations)
+                # next stage: a fresh CMA-ES around this stage's best-validation mean (paper §3.3)
+                state.update(stage=stage + 1, generation=0, es=None, x0=state["best"]["params"], best=None)
                 self._save(state)
-                if self.world.rank == 0:
-                    with open(self.out / "fit.jsonl", "a") as f:
-                        f.write(json.dumps(record) + "\n")
-                    if self.progress:
-                        print(f"stage {stage + 1} gen {generation}/{generations}: fitness {fitness.mean():.3f} "
-                              f"± {fitness.std():.3f} ({record['wall_s']:.1f} s)", file=sys.stderr, flush=True)
-            # next stage: a fresh CMA-ES around this stage's best-validation mean (paper §3.3)
-            state.update(stage=stage + 1, generation=0, es=None, x0=state["best"]["params"], best=None)
-            self._save(state)
-            self._figures()
+                self._figures()
         if self.world.rank == 0:
             final = self.out / f"{config.policy}.safetensors"
             last = self.out / f"stage{len(config.stages)}" / "best.safetensors"
@@ -329,6 +270,81 @@ class Fit:
         self.world.barrier()
         self.world.close()
         return self.out
+
+    def _stop(self, state: dict, stage: int) -> bool:
+        """Whether to stop before the next generation (all ranks agree); if so, say where, on one line."""
+        estimate = state["log"][-1]["wall_s"] if state["log"] else None
+        reason = self.stopper.reason(estimate)
+        if self.world.size > 1:
+            import torch.distributed as dist
+
+            gathered = [None] * self.world.size
+            dist.all_gather_object(gathered, reason)
+            reason = next((r for r in gathered if r is not None), None)
+        if reason is None:
+            return False
+        self.stopped = reason
+        if state["log"]:
+            self._figures()  # the curves so far
+        if self.world.rank == 0:
+            stages, generation = self.config.stages, state["generation"]
+            if generation:
+                where = f"after stage {stage + 1}/{len(stages)} generation {generation}/{stages[stage][1]}"
+            else:
+                where = f"after stage {stage}/{len(stages)} (complete)" if stage else "before the first generation"
+            print(f"stopped ({reason}) {where}, {len(state['log'])} generations in all; "
+                  f"{self.out} holds the fit so far: re-run the same command to resume", file=sys.stderr, flush=True)
+        self.world.barrier()
+        self.world.close()
+        return True
+
+    def _generation(self, es: CMAES, state: dict, stage: int, tasks: list, generation: int, generations: int):
+        """One generation: sample prompts, evaluate and tell the population, validate, log, save."""
+        from policies.namm.checkpoint import save_checkpoint
+
+        config = self.config
+        start = stopping.now()  # the clock stop decisions use
+        prompts = self._sample_prompts(tasks, stage, generation)
+        refs = self._references(prompts)
+        population = es.ask()
+        members = self._population(population, prompts, state)
+        scored = [fitness_of(m, refs, config.fitness_rule, config.memory_weight) for m in members]
+        fitness = np.array([f for f, _ in scored])
+        es.tell(population, fitness)
+        validation = None
+        if generation % config.eval_every == 0 or generation == generations:
+            validation = self._validate(es.mean, tasks, state)
+            # selected by validation fitness (= the mean score without --memory-weight; states saved before
+            # --memory-weight existed hold only that mean)
+            best = state["best"]
+            validation["best"] = best is None or validation["fitness"] > best.get("fitness", best["mean"])
+            if validation["best"]:
+                state["best"] = {"mean": validation["mean"], "fitness": validation["fitness"],
+                                 "params": es.mean.copy(), "generation": generation}
+                self._checkpoint(save_checkpoint, state, stage, tasks, validation)
+        record = {
+            "stage": stage + 1,
+            "generation": generation,
+            "global_generation": len(state["log"]) + 1,
+            "tasks": tasks,
+            "fitness": {"mean": float(fitness.mean()), "std": float(fitness.std()),
+                        "min": float(fitness.min()), "max": float(fitness.max())},
+            "task_fitness": {t: float(np.mean([p[t] for _, p in scored])) for t in tasks},
+            "cache": {"logical_mean": float(np.mean([m["cache"] for m in members])),
+                      "kept_fraction": float(np.mean([m["kept"] for m in members]))},
+            "validation": validation,
+            "prompts": {t: [s.id for s, _ in prompts if s.task == t] for t in tasks},
+            "wall_s": round(stopping.now() - start, 3),
+        }
+        state["log"].append(record)
+        state.update(generation=generation, es=es.state_dict())
+        self._save(state)
+        if self.world.rank == 0:
+            with open(self.out / "fit.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+            if self.progress:
+                print(f"stage {stage + 1} gen {generation}/{generations}: fitness {fitness.mean():.3f} "
+                      f"± {fitness.std():.3f} ({record['wall_s']:.1f} s)", file=sys.stderr, flush=True)
 
     def _checkpoint(self, save_checkpoint, state, stage: int, tasks, validation) -> None:
         if self.world.rank != 0:
@@ -346,8 +362,11 @@ class Fit:
                              "age_dim": 8, "threshold": self.config.threshold},
             fitted_on=self._fitted_on(stage, tasks),
             fitness={"validation": validation["tasks"], "validation_mean": validation["mean"],
+                     "validation_kept_fraction": validation["kept_fraction"],
                      "generation": state["best"]["generation"], "generations_so_far": len(log) + 1,
-                     "popsize": self.config.popsize, "prompts_per_task": self.config.prompts_per_task},
+                     "popsize": self.config.popsize, "prompts_per_task": self.config.prompts_per_task,
+                     "cma": self.config.cma, "fitness_rule": self.config.fitness_rule,
+                     "memory_weight": self.config.memory_weight},
         )
 
     def _fitted_on(self, stage: int, tasks) -> dict:

@@ -25,7 +25,8 @@ import torch
 
 from policies.base import LayerView, Policy, Selection
 from policies.namm.checkpoint import load_checkpoint
-from policies.namm.features import FeatureConfig, RunningStats, normalise, spectrogram_ema, token_features
+from policies.namm.features import (FeatureConfig, RunningStats, SpectrogramStream, normalise, spectrogram_ema,
+                                    token_features)
 from policies.namm.scorers import SCORERS
 
 SHIPPED = Path(__file__).parent / "checkpoints"
@@ -75,14 +76,31 @@ class NAMMPolicy(Policy):
         path = SHIPPED / f"{self.name}.safetensors"
         return str(path) if path.exists() else None
 
+    def open_window(self, state: dict, n_up: int, dtype: torch.dtype | None = None) -> SpectrogramStream | None:
+        """Stream this update's rows into the spectrogram EMA as they arrive (``n_up`` whole hops).
+
+        In a bf16/fp16 model the DFT's inputs are rounded to the model's dtype (as the fused
+        attention kernels round the probabilities before multiplying the values); magnitudes, EMA,
+        normalisation and scores stay float32. In a float32 model everything is float32.
+        """
+        if n_up % self.features.hop:
+            return None
+        half = dtype in (torch.bfloat16, torch.float16)
+        return SpectrogramStream(state.get("namm_carry"), state.get("namm_ema"), self.features,
+                                 dft_dtype=dtype if half else None)
+
     def select(self, view: LayerView) -> Selection:
         start = time.perf_counter()
-        rows = view.attention  # [b, h, Q, n]
-        hop = self.features.hop
-        rows = rows[..., rows.shape[-2] % hop :, :]  # whole hops only (drop the oldest rows if needed)
-        num_new = int((view.positions[0, 0] >= view.seen - rows.shape[-2]).sum())  # arrived during these rows
-        carry, prev = view.state.get("namm_carry"), view.state.get("namm_ema")  # None at the first update
-        ema, view.state["namm_carry"] = spectrogram_ema(rows, carry, prev, self.features, num_new=num_new)
+        if view.window is not None:  # streamed: the rows were folded in as they arrived
+            ema, view.state["namm_carry"] = view.window.finish()
+            start -= view.window.seconds  # the streaming time counts as feature time
+        else:
+            rows = view.attention  # [b, h, Q, n]
+            hop = self.features.hop
+            rows = rows[..., rows.shape[-2] % hop :, :]  # whole hops only (drop the oldest rows if needed)
+            num_new = int((view.positions[0, 0] >= view.seen - rows.shape[-2]).sum())  # arrived during these rows
+            carry, prev = view.state.get("namm_carry"), view.state.get("namm_ema")  # None at the first update
+            ema, view.state["namm_carry"] = spectrogram_ema(rows, carry, prev, self.features, num_new=num_new)
         view.state["namm_ema"] = ema
         if self.stats is not None:
             self.stats.update(ema, view.valid)
