@@ -20,6 +20,13 @@ alike), the layer hands its policy a :class:`policies.base.LayerView` and keeps 
   get filler slots, so batch elements never influence each other.
 - ``exact`` mode: each head keeps exactly its own set; heads with fewer tokens are padded with
   filler slots that are masked out of attention.
+
+Attention for ``"rows"`` policies is either buffered (the last ``n_up`` rows, handed over at the
+update) or, with ``stream_rows=True`` and a policy that offers a stream (``Policy.open_window``),
+pushed to the policy chunk by chunk as it is computed; streaming requires that every multiple of
+``n_up`` ends a forward chunk (a prefill chunk dividing ``n_up``), and an update that would see other
+rows is an error. ``max_tokens`` (the most tokens the cache will see) lets a layer skip collecting
+attention in a last window that can never reach an update.
 """
 
 from __future__ import annotations

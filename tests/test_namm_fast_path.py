@@ -174,3 +174,26 @@ def test_last_window_without_an_update_collects_nothing_and_changes_nothing(poli
         assert torch.equal(pa, pb)
     assert max(seen_a) == 159 and max(seen_b) == 128  # probabilities only up to the last update
     assert cache.eviction_layers[0].n_updates == 4
+
+
+def test_namm_init_dtype_statistics_close_to_float32(tiny_model_dir, tmp_path, capsys):
+    """namm-init --dtype bfloat16 streams bf16 attention into the statistics: same count of values,
+    means within bf16 rounding of the float32 statistics; a bad dtype is a one-line error."""
+    from harness.cli import main
+    from policies.namm.checkpoint import load_checkpoint
+
+    common = ["namm-init", "--model", str(tiny_model_dir), "--suite", "niah", "--tasks", "passkey", "--limit", "2",
+              "--max-length", "600", "--n-up", "64"]
+    stats = {}
+    for dtype in ("float32", "bfloat16"):
+        out = tmp_path / f"{dtype}.safetensors"
+        assert main([*common, "--dtype", dtype, "--out", str(out)]) == 0
+        stats[dtype] = load_checkpoint(out)
+    a, b = stats["float32"], stats["bfloat16"]
+    assert a.fitted_on["statistics_values"] == b.fitted_on["statistics_values"] > 0
+    torch.testing.assert_close(b.norm_mean, a.norm_mean, rtol=3e-2, atol=1e-3)
+    assert not torch.equal(a.norm_mean, b.norm_mean)  # bf16 really ran
+    capsys.readouterr()
+    assert main([*common, "--dtype", "float8", "--out", str(tmp_path / "x.safetensors")]) == 2
+    assert "unknown --dtype 'float8'" in capsys.readouterr().err
+    assert not (tmp_path / "x.safetensors").exists()

@@ -1,0 +1,55 @@
+"""`python -m harness bench`: one process per configuration, rows with dtype and policy time, the
+table's ratios against the full cache of the same dtype and length, bad input as one line."""
+
+import json
+
+import pytest
+
+from harness.bench import markdown_table
+from harness.cli import main
+
+
+def test_bench_rows_and_table(tiny_model_dir, tmp_path):
+    out = tmp_path / "bench"
+    args = ["bench", "--model", str(tiny_model_dir), "--policies", "full,h2o,namm_bam", "--lengths", "192",
+            "--cache-size", "0.25", "--n-up", "32", "--decode-tokens", "4", "--threads", "1",
+            "--dtype", "bfloat16", "--out", str(out)]
+    assert main(args) == 0
+    (jsonl,) = out.glob("*.jsonl")
+    rows = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert [(r["policy"], r["length"], r["dtype"]) for r in rows] == [
+        ("full", 192, "bfloat16"), ("h2o", 192, "bfloat16"), ("namm_bam", 192, "bfloat16")]
+    full, h2o, namm = rows
+    assert full["budget"] is None and full["policy_s"] == 0.0
+    assert full["final_cache_physical"] == 192 + 4  # the prompt and the fed-back tokens
+    assert h2o["budget"] == 48 and h2o["final_cache_physical"] < 192  # 25% of the prompt (+ < n_up)
+    assert h2o["policy_s"] > 0 and 0 < h2o["policy_fraction"] < 1
+    assert namm["policy_s"] > 0 and namm["features_s"] > 0 and namm["scorer_s"] > 0
+    table = jsonl.with_suffix(".md").read_text()
+    assert "| h2o | bfloat16 | 192 | 48 |" in table
+    ratio = h2o["prefill_tok_s"] / full["prefill_tok_s"]
+    assert f"| {ratio:.2f}x |" in table
+
+
+def test_table_ratios_compare_the_same_dtype_only():
+    rows = [{"policy": "full", "dtype": "float32", "length": 8, "budget": None, "final_cache_physical": 8,
+             "prefill_tok_s": 100.0, "decode_tok_s": 10.0, "peak_rss_mb": 1, "policy_s": 0, "policy_fraction": 0},
+            {"policy": "h2o", "dtype": "float32", "length": 8, "budget": 2, "final_cache_physical": 2,
+             "prefill_tok_s": 150.0, "decode_tok_s": 20.0, "peak_rss_mb": 1, "policy_s": 1, "policy_fraction": 0.1},
+            {"policy": "h2o", "dtype": "bfloat16", "length": 8, "budget": 2, "final_cache_physical": 2,
+             "prefill_tok_s": 300.0, "decode_tok_s": 40.0, "peak_rss_mb": 1, "policy_s": 1, "policy_fraction": 0.1}]
+    lines = markdown_table(rows).splitlines()
+    assert "| 1.50x | 20.0 | 2.00x |" in lines[3]
+    assert lines[4].count("n/a") == 2  # no bf16 full-cache row to compare with
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--dtype", "float8"], "unknown --dtype 'float8'"),
+    (["--lengths", "2k"], "--lengths must be comma-separated integers"),
+    (["--policies", "nope"], "unknown policy 'nope'"),
+])
+def test_bench_bad_input_is_one_line(extra, message, tmp_path, capsys):
+    assert main(["bench", "--out", str(tmp_path / "b"), *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "b").exists()
