@@ -25,7 +25,8 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--policy", default="full", help="eviction policy (see `list`); default: full")
     p.add_argument("--suite", default="niah", help="benchmark suite (see `list`); default: niah")
     p.add_argument("--suite-arg", action="append", metavar="KEY=VALUE",
-                   help="suite option, repeatable, e.g. lengths=2048,4096 depths=0.5 for niah")
+                   help="suite option, repeatable, e.g. lengths=2048,4096 depths=0.5 for niah; "
+                   "chat_template=on for infinitebench (default off, the official setting)")
     p.add_argument("--data-dir", help="folder with local copies of the suite's official data files "
                    "(<task>.jsonl); default: the hub when reachable, else generated tasks only")
     p.add_argument("--data", help="suite jsonl: your records, a .jsonl/.parquet file or a folder of them (README)")
@@ -48,7 +49,8 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--policy-checkpoint", help="NAMM checkpoint (.safetensors with its .json sidecar)")
     p.add_argument("--namm-threshold", type=float, help="NAMM: evict tokens scoring below this (default 0; paper video: 5)")
     p.add_argument("--namm-gamma", type=float, help="NAMM: EMA discount per token (default: the checkpoint's, 0.99)")
-    p.add_argument("--max-length", type=int, help="context limit in tokens; longer prompts are middle-cropped")
+    p.add_argument("--max-length", type=int, help="context limit in tokens (default: the model's); longer prompts "
+                   "are middle-cropped; one that would crop a prompt below 64 tokens is refused")
     p.add_argument("--n-up", type=int, default=512, help="run the policy every N tokens (default 512)")
     p.add_argument("--prefill-chunk", type=int, help="prompt tokens per forward pass (default: n-up)")
     p.add_argument("--chat-template", default="auto", help="auto (use the model's if it has one), on or off")

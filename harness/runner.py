@@ -14,17 +14,21 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import distributed, records
+from harness import distributed, provenance, records
 from harness.errors import UsageError, choose
 from harness.metrics import summarise
 
 TRUNCATIONS = ("paper", "longbench")
+DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu")
+DEVICE_HINT = "cpu, cuda, cuda:N or mps"
+MIN_PROMPT_TOKENS = 64  # a prompt cropped below this keeps no task (refused, see check_room)
 _RESULT_KEYS = ("prediction", "score", "new_tokens", "cache", "timing", "input_tokens", "prompt_tokens")
 
 
 @dataclass
 class RunConfig:
-    """Everything that defines a run; saved as ``config.json`` and compared on resume."""
+    """Everything that defines a run; saved as ``config.json`` and compared on resume (the
+    provenance saved next to it, :mod:`harness.provenance`, is not compared)."""
 
     policy: str = "full"
     suite: str = "niah"
@@ -77,7 +81,30 @@ def validate(config: RunConfig):
             raise UsageError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
     if config.recent_window is not None and config.recent_window < 0:
         raise UsageError(f"--recent-window must be >= 0, got {config.recent_window}")
+    check_device(config.device)
     return suite, selected
+
+
+def check_device(device: str) -> None:
+    """:class:`UsageError` unless ``device`` is a torch device this machine has (cpu, cuda[:N], mps, xpu[:N])."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise UsageError(f"--device {device!r} is not a device; use {DEVICE_HINT}") from None
+    if dev.type not in DEVICE_TYPES:
+        raise UsageError(f"--device {device!r}: not a device the harness runs on; use {DEVICE_HINT}")
+    if dev.type == "cpu":
+        return
+    backend = torch.backends.mps if dev.type == "mps" else getattr(torch, dev.type)
+    if not backend.is_available():
+        raise UsageError(f"--device {device}: no {dev.type} device is available to this torch "
+                         f"({torch.__version__}); use --device cpu")
+    count = getattr(backend, "device_count", lambda: 1)()
+    if dev.index is not None and dev.index >= count:
+        raise UsageError(f"--device {device}: this machine has {count} {dev.type} device(s), "
+                         f"{dev.type}:0 to {dev.type}:{count - 1}")
 
 
 def suite_options(config: RunConfig) -> dict:
@@ -102,12 +129,14 @@ def collect_work(suite, selected: list[str], tokenizer, max_length: int, seed: i
     """``([(index, sample)] in canonical order, {skipped task: reason})``.
 
     A task the suite cannot run here (:class:`tasks.base.TaskUnavailable`) is skipped with a one-line
-    warning; malformed data is a :class:`UsageError`; nothing runnable at all is a :class:`UsageError`.
+    warning; malformed data and a hub failure other than "offline / not cached"
+    (:class:`tasks.base.DataError`) are a :class:`UsageError`, as is nothing runnable at all (naming
+    ``max_length`` when a task was skipped for it, :class:`tasks.base.ContextTooSmall`).
     """
-    from tasks.base import DataError, TaskUnavailable
+    from tasks.base import ContextTooSmall, DataError, TaskUnavailable
 
     warn = warn or (lambda line: print(line, file=sys.stderr))
-    work, skipped = [], {}
+    work, skipped, too_small = [], {}, []
     for task in selected:
         try:
             for i, sample in enumerate(suite.samples(task, tokenizer, max_length=max_length, seed=seed)):
@@ -115,14 +144,42 @@ def collect_work(suite, selected: list[str], tokenizer, max_length: int, seed: i
                     break
                 work.append((len(work), sample))
         except TaskUnavailable as err:
+            if isinstance(err, ContextTooSmall):
+                too_small.append(str(err))
             skipped[task] = str(err)
             warn(f"warning: skipped {err}")
         except DataError as err:
             raise UsageError(str(err).splitlines()[0]) from err
+    if not work and too_small:
+        raise UsageError(f"nothing to run: {too_small[0]}; use a larger --max-length (or leave it out for the model's "
+                         "context), or pass --data-dir DIR with the official files")
     if not work:
         raise UsageError(f"nothing to run: no task of suite {suite.name} has data here "
                          f"({', '.join(selected)}); pass --data-dir DIR with the official files or run with hub access")
     return work, skipped
+
+
+def check_room(work: list, tokenizer, max_length: int, config: RunConfig, context: int | None = None) -> None:
+    """:class:`UsageError` when ``max_length`` would crop a prompt below :data:`MIN_PROMPT_TOKENS`
+    (``paper`` truncation: ``max_length - max_new_tokens`` tokens are left for it; ``longbench``:
+    ``max_length``). Prompts already shorter than what is left are fine; nothing is tokenized
+    unless ``max_length`` is that small. ``context``: the model's, for the message."""
+    from harness.evaluate import format_prompt
+
+    for _, sample in work:
+        room = max_length if config.truncation == "longbench" else max_length - sample.max_new_tokens
+        if room >= MIN_PROMPT_TOKENS:
+            continue
+        n_tokens = len(format_prompt(tokenizer, sample, config.chat_template))
+        if n_tokens <= room:
+            continue
+        where = f"--max-length {max_length}" if config.max_length else f"the model's context of {max_length} tokens"
+        ctx = f" ({context} tokens)" if context else ""
+        fix = (f"use a larger --max-length, or leave it out for the model's context{ctx}" if config.max_length
+               else "use a model with a longer context")
+        raise UsageError(f"{where} leaves {max(room, 0)} tokens for the prompts of {config.suite}/{sample.task} "
+                         f"({sample.max_new_tokens} go to new tokens; prompt {sample.id} has {n_tokens}), fewer than "
+                         f"the {MIN_PROMPT_TOKENS} a prompt needs; {fix}")
 
 
 def budget_for(config: RunConfig, prompt_tokens: int) -> int | None:
@@ -173,13 +230,20 @@ def default_out(config: RunConfig, model_name: str) -> Path:
     return Path("runs") / config.suite.replace(":", "_") / f"{config.policy.replace(':', '_')}{size}-{model_name}"
 
 
-def prepare_run_dir(run_dir: Path, config: RunConfig, meta: dict) -> None:
-    """Create the run dir with config.json, or check an existing one was made by the same command."""
+def prepare_run_dir(run_dir: Path, config: RunConfig, meta: dict, note_resume: bool = False) -> None:
+    """Create the run dir with config.json, or check an existing one was made by the same command.
+
+    Only the run's identity is compared; ``meta["provenance"]`` (code, versions, device) is not. With
+    ``note_resume``, a resume under a different provenance appends it to ``provenance_resumed``."""
     config_path = run_dir / "config.json"
     if config_path.exists():
         saved = json.loads(config_path.read_text())
         if saved.get("run") != config.identity():
             raise UsageError(f"{run_dir} holds a run with a different configuration; pass a new --out to start another")
+        current = meta.get("provenance")
+        resumed = saved.get("provenance_resumed", [])
+        if note_resume and current and current != saved.get("provenance") and current not in resumed:
+            records.write_json_atomic(config_path, {**saved, "provenance_resumed": [*resumed, current]})
         return
     run_dir.mkdir(parents=True, exist_ok=True)
     records.write_json_atomic(config_path, {"run": config.identity(), **meta})
@@ -206,12 +270,13 @@ def run(config: RunConfig, out: str | Path | None = None, progress: bool = True)
             model, model_name = suite.load_model(config.model, device, config.dtype)
         except (TaskUnavailable, ValueError, ImportError, OSError) as err:
             raise UsageError(str(err).splitlines()[0] if str(err) else type(err).__name__) from err
-        tokenizer, source = None, {"name": model_name}
+        tokenizer, source, context = None, {"name": model_name}, None
         max_length = config.max_length or getattr(suite, "max_length", 0)
     else:
         model, tokenizer, model_source = load_model(config.model, device=device, dtype=config.dtype)
         attach(model)
-        max_length = config.max_length or getattr(model.config.get_text_config(), "max_position_embeddings", 8192)
+        context = getattr(model.config.get_text_config(), "max_position_embeddings", 8192)
+        max_length = config.max_length or context
         source = dataclasses.asdict(model_source)
     run_dir = Path(out) if out else default_out(config, source["name"])
     meta = {
@@ -219,11 +284,14 @@ def run(config: RunConfig, out: str | Path | None = None, progress: bool = True)
         "max_length_used": max_length,
         "suite_generated": suite.generated,
         "policy": run_policy.describe(),
+        "provenance": provenance.gather(device, config.dtype),
     }
     work, skipped = collect_work(suite, selected, tokenizer, max_length, config.seed, config.limit,
                                  warn=None if world.rank == 0 else (lambda line: None))
+    if not custom:
+        check_room(work, tokenizer, max_length, config, context)
     if world.rank == 0:
-        prepare_run_dir(run_dir, config, meta)
+        prepare_run_dir(run_dir, config, meta, note_resume=True)
     world.barrier()
     prepare_run_dir(run_dir, config, meta)  # every rank checks (rank 0 created it)
 

@@ -20,9 +20,16 @@ class TaskUnavailable(Exception):
     to provide the data; the runner prints it as a warning and goes on with the other tasks."""
 
 
+class ContextTooSmall(TaskUnavailable):
+    """A task that could run here, but not in this ``max_length`` (e.g. its generated prompts need a
+    longer context). Skipped like :class:`TaskUnavailable`; when nothing else runs, the runner's
+    error says so instead of "no data"."""
+
+
 class DataError(ValueError):
-    """Malformed benchmark data (the message names the file and line); the CLI turns it into a
-    one-line error with exit code 2."""
+    """Malformed benchmark data (the message names the file and line), or data that failed to load
+    for a reason other than "offline / not cached" (the message names the source and the cause, see
+    :func:`tasks.data.hub_failure`); the CLI turns it into a one-line error with exit code 2."""
 
 
 @dataclass

@@ -2,6 +2,11 @@
 
 Used by the suites that load data (LongBench, InfiniteBench, ChouBun). Nothing here knows a
 benchmark: callers pass file names, hub ids and the fields a record must have.
+
+Hub failures: only "offline / not cached" (:func:`is_offline_error`) means "no hub data here", so
+that a suite may fall back to its next source; any other failure (authentication, a schema or
+``datasets`` version problem, a full or unwritable disk) is a :class:`DataError` naming its cause
+(:func:`hub_failure`), never a silent fallback to generated data.
 """
 
 from __future__ import annotations
@@ -16,6 +21,18 @@ from pathlib import Path
 from tasks.base import DataError
 
 HUB_HOST = ("huggingface.co", 443)
+
+#: exception classes (by name, anywhere in the class's MRO, so that no optional package is imported)
+#: that mean the hub could not be reached or the file is not in the local cache
+OFFLINE_ERRORS = frozenset({
+    "OfflineModeIsEnabled", "LocalEntryNotFoundError",  # huggingface_hub
+    "ConnectError", "ConnectTimeout", "ReadTimeout", "TimeoutException", "NetworkError",  # httpx
+    "ConnectionError", "Timeout", "NewConnectionError", "MaxRetryError",  # requests / urllib3
+})
+#: messages of ``datasets``' cache lookups that mean "not cached" (they raise plain ValueError /
+#: FileNotFoundError); compared lower-cased
+OFFLINE_MESSAGES = ("offline mode", "couldn't find cache", "is not cached", "not found in cache",
+                    "outgoing traffic has been disabled")
 
 
 def hub_offline() -> bool:
@@ -106,22 +123,62 @@ def hub_available(repo: str) -> bool:
     return hub_reachable() or hub_cached(repo)
 
 
+def is_offline_error(err: BaseException) -> bool:
+    """Whether ``err`` (from ``datasets`` / ``huggingface_hub``) only means "offline or not cached".
+
+    True for connection errors and timeouts (the built-in ``ConnectionError`` / ``TimeoutError``,
+    which ``datasets`` raises as "Couldn't reach ... on the Hub", socket errors, and the classes in
+    :data:`OFFLINE_ERRORS`) and for the cache-miss messages in :data:`OFFLINE_MESSAGES`, on ``err``
+    or on an exception it was raised ``from``. A ``PermissionError`` anywhere in that chain is never
+    offline: it is a real failure (e.g. an unwritable cache).
+    """
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, PermissionError):
+            return False
+        if isinstance(err, (ConnectionError, TimeoutError, socket.gaierror)):
+            return True
+        if any(cls.__name__ in OFFLINE_ERRORS for cls in type(err).__mro__):
+            return True
+        text = str(err).lower()
+        if any(m in text for m in OFFLINE_MESSAGES):
+            return True
+        err = err.__cause__
+    return False
+
+
+def hub_failure(err: BaseException, what: str) -> None:
+    """Decide what a failed hub load means: return (the caller falls back to its next source) when
+    :func:`is_offline_error`, else raise :class:`DataError` naming ``what`` and the cause (one line)."""
+    if is_offline_error(err):
+        return
+    first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    cause = f"{type(err).__name__}: {first}" if first else type(err).__name__
+    raise DataError(f"{what} could not be loaded ({cause}); fix that, or pass --data-dir DIR with local "
+                    "copies of the official files") from err
+
+
 def load_hub(repo: str, required: tuple[str, ...] = (), **kwargs) -> list[dict] | None:
     """Records of hub dataset ``repo`` (``datasets.load_dataset(repo, **kwargs)``), or ``None`` when
     the hub is unreachable and the dataset is not in the local ``datasets`` cache.
 
-    Records lacking a ``required`` field raise :class:`DataError`.
+    Any other failure of the load raises :class:`DataError` naming its cause (:func:`hub_failure`),
+    as do records lacking a ``required`` field.
     """
     try:
         import datasets
-    except ImportError:
-        return None
+    except ImportError as err:  # a required dependency: a broken environment, not "offline"
+        raise DataError(f"hub dataset {repo} needs the datasets package ({err}); pip install datasets") from err
     saved = datasets.config.HF_HUB_OFFLINE
     if not hub_reachable():
         datasets.config.HF_HUB_OFFLINE = True  # offline: datasets can still serve a cached copy
     try:
         ds = datasets.load_dataset(repo, **kwargs)
-    except Exception:  # noqa: BLE001 - any failure means "not available here"
+    except Exception as err:  # noqa: BLE001 - sorted by hub_failure: offline → None, else DataError
+        what = f"hub dataset {repo}" + (f" ({kwargs['name']})" if kwargs.get("name") else "") + \
+            (f" {kwargs['data_files']}" if isinstance(kwargs.get("data_files"), str) else "")
+        hub_failure(err, what)
         return None
     finally:
         datasets.config.HF_HUB_OFFLINE = saved

@@ -1,8 +1,8 @@
 """InfiniteBench suite (``infinitebench``): the 12 tasks of OpenBMB/InfiniteBench.
 
-Prompts are the official open-model templates (``yarn_mistral_templates`` of ``src/prompt.py``,
-which InfiniteBench also uses for Yi-200K, ChatGLM3 and LWM) filled as ``src/eval_utils.py``'s
-``create_prompt`` fills them: the question is the record's ``input``; ``longdialogue_qa_eng``'s
+Prompts (:mod:`tasks.infinitebench_prompts`) are the official open-model templates
+(``yarn_mistral_templates`` of ``src/prompt.py``, which InfiniteBench also uses for Yi-200K,
+ChatGLM3 and LWM) filled as ``src/eval_utils.py``'s ``create_prompt`` fills them: the question is the record's ``input``; ``longdialogue_qa_eng``'s
 template has no question slot; choice tasks get the four ``options`` as ``A.`` .. ``D.``;
 ``code_run`` takes ``func_N(x)`` from the input; ``math_find``'s first line is "What is <the ...
 number> in the following list?" taken from the input by ``r"The .+ of"``. Labels are the official
@@ -21,22 +21,26 @@ Data, per task, with ``source="auto"`` (the default), first found wins:
    ``huggingface_hub`` cache so that labels keep their JSON types; ``datasets``' cache as a
    fallback) — only when the hub answers or the file is cached;
 3. GENERATED data, for the synthetic tasks with a public recipe (passkey, number_string,
-   kv_retrieval, math_find; see :mod:`tasks.infinitebench_synth`), sized to the model context;
+   kv_retrieval, math_find; see :mod:`tasks.infinitebench_synth`), sized to the model context
+   (:class:`~tasks.base.ContextTooSmall` when the context cannot hold the smallest prompt);
 4. otherwise :class:`~tasks.base.TaskUnavailable`.
 
 ``source`` = ``hub`` / ``data-dir`` / ``generated`` uses only that source. Every sample records
 ``metadata["source"]`` and ``metadata["generated"]``.
 
-Chat template (``Sample.chat``): every yarn-mistral template ends with an answer cue to be
-continued ("The pass key is", "The letter of the correct answer is", "Answer:", ...). For the
-tasks whose answer is a short token string that must come right after the cue within a tiny budget
-(passkey 6, number_string 12, kv_retrieval 50, math_find 3, code_run 5, code_debug 5 new tokens)
-and for the other mid-sentence completions (longbook_choice_eng, longdialogue_qa_eng) and
-math_calc, the prompt is used as plain text (``chat=False``): with a chat template an instruct model
-restarts the sentence and the budget runs out before the answer (measured for passkey, see
-:mod:`tasks.niah`). The free-form tasks (longbook_qa_eng, longbook_qa_chn, longbook_sum_eng) use the
-model's chat template (``chat=True``) with the whole template as the user turn, as LongBench does
-for its QA and summary tasks. ``--chat-template on|off`` overrides both.
+Chat template (``Sample.chat``): none, for every task, by default — as the official open-model
+scripts do (``src/eval_yarn_mistral.py`` and ``src/eval_yi_200k.py`` tokenize the filled template
+as plain text; every yarn-mistral template ends with an answer cue to be continued, "The pass key
+is", "Answer:", "Summary:", ...). With a chat template an instruct model restarts the sentence,
+and a tiny budget (passkey 6, math_find 3, code_run 5 new tokens) runs out before the answer
+(measured for passkey, see :mod:`tasks.niah`). ``chat_template=on`` (``--suite-arg
+chat_template=on``; NOT the official setting) puts the whole filled template in the model's chat
+template as the user turn for the free-form tasks (:data:`CHAT_TASKS`: longbook_qa_eng, longbook_qa_chn, longbook_sum_eng), as
+LongBench does for its QA and summary tasks; the run's ``--chat-template on|off`` overrides both.
+
+Hub failures: only "offline / not cached" falls back to the next source; any other failure of
+the hub download (authentication, a schema or ``datasets`` problem, the disk) is a
+:class:`~tasks.base.DataError` naming its cause (:func:`tasks.data.hub_failure`).
 """
 
 from __future__ import annotations
@@ -48,8 +52,11 @@ from typing import Iterator
 
 from tasks import register_suite
 from tasks import infinitebench_synth as synth
-from tasks.base import DataError, Sample, Suite, TaskUnavailable
-from tasks.data import find_file, hub_reachable, load_hub, read_jsonl
+from tasks.base import ContextTooSmall, DataError, Sample, Suite, TaskUnavailable
+from tasks.data import find_file, hub_failure, hub_reachable, load_hub, read_jsonl
+from tasks.infinitebench_prompts import (  # noqa: F401  (re-exported: the record level of this suite)
+    CHOICE_TASKS, TEMPLATES, answers_as_strings, check_record, create_prompt, get_answer,
+)
 
 HUB_REPO = "xinrongzhang2022/InfiniteBench"
 
@@ -73,39 +80,11 @@ MAX_NEW_TOKENS = {
     "code_run": 5, "code_debug": 5,
 }
 
-#: src/prompt.py yarn_mistral_templates (the official prompts for open models)
-TEMPLATES = {
-    "passkey": "There is an important info hidden inside a lot of irrelevant text. Find it and memorize it. "
-               "I will quiz you about the important information.\n\n{context}\n\n{input}\n\nThe pass key is",
-    "number_string": "There is an important info hidden inside a lot of irrelevant text. Find it. I will quiz you "
-                     "about the important information there.\n\n{context}\n\n{input}\n\nThe sequence of digits is",
-    "kv_retrieval": "Extract the value corresponding to the specified key in the JSON object below.\n\n"
-                    "{context}\n\n{input}",
-    "longbook_sum_eng": "Summarize the book below.\n\n{context}\n\nSummary:",
-    "longbook_choice_eng": "Read the book and answer the question.\n\n{context}\n\nQuestion: {question}\n"
-                           "A. {OPTION_A}\nB. {OPTION_B}\nC. {OPTION_C}\nD. {OPTION_D}\n\n"
-                           "The letter of the correct answer is",
-    "longbook_qa_eng": "Read the book and answer the question. Be very concise in your answer.\n\n{context}\n\n"
-                       "Question: {question}\nAnswer:",
-    "longbook_qa_chn": "阅读以下书籍然后回答问题。\n\n{context}\n\n问题：{question}\n答案：",
-    "math_find": "{prefix}\n\n{context}\n\n{input}",
-    "math_calc": "Let us calculate the intermediate values of an expression.\n\nExpression: 1 + 3 + 4\n"
-                 "Values: [1, 4, 8]\n\nExpression: 8 - 3 + 2 - 4\nValues: [8, 5, 7, 3]\n\n"
-                 "Expression: {context}\nValues:",
-    "code_run": "There is a function called {func} in the following Python code.\n\n{context}\n\n"
-                "Please compute the exact value of {func_call}. The value of {func_call} is",
-    "code_debug": "Following is a Python code where exactly one of the functions/methods has a deliberate error that "
-                  "makes it crash.\n\n{context}\n\nOptions:\nA. {OPTION_A}\nB. {OPTION_B}\nC. {OPTION_C}\n"
-                  "D. {OPTION_D}\n\nThe correct option is:",
-    "longdialogue_qa_eng": "Below is a dialogue script where one random occurrence of a character name is replaced "
-                           "with \"$$MASK$$\", and you should try to guess who that character is.\n\n{context}\n\n"
-                           "The name that has been replaced with $$MASK$$ is likely",
-}
+#: the free-form tasks that ``chat_template=on`` puts in the model's chat template (see the module
+#: docstring); by default (the official setting) no task uses one
+CHAT_TASKS = ("longbook_qa_eng", "longbook_qa_chn", "longbook_sum_eng")
+CHAT_SETTINGS = ("off", "on")
 
-#: whether the prompt goes through the model's chat template (see the module docstring)
-CHAT = {task: task in ("longbook_qa_eng", "longbook_qa_chn", "longbook_sum_eng") for task in TASKS}
-
-CHOICE_TASKS = ("longbook_choice_eng", "code_debug")
 GENERABLE = synth.GENERABLE
 SOURCES = ("auto", "hub", "data-dir", "generated")
 REQUIRED = ("context", "input", "answer")
@@ -113,88 +92,8 @@ MARGIN = 16  # tokens kept free next to length + max_new_tokens (chat template, 
 MIN_LENGTH = 128
 DEFAULT_SAMPLES = 20
 
-_MATH_FIND_TARGET = re.compile(r"The .+ of")
-_CODE_RUN_CALL = re.compile(r"func_[0-9]+\(\-?[0-9]+\)")
 _KV_KEY = re.compile(r'Key: "([^"]+)"')
 _NEEDLE_CUE = {"passkey": "The pass key is", "number_string": "The sequence of digits is"}
-
-
-# --------------------------------------------------------------------------------------------
-# official prompt and label of a record
-# --------------------------------------------------------------------------------------------
-
-
-def create_prompt(task: str, rec: dict) -> str:
-    """``create_prompt`` of ``src/eval_utils.py`` for the yarn-mistral templates."""
-    template = TEMPLATES[task]
-    if task == "code_run":
-        func_call = _CODE_RUN_CALL.findall(rec["input"])[0]
-        return template.format(func=func_call.split("(")[0], func_call=func_call, context=rec["context"])
-    if task in CHOICE_TASKS:
-        opts = rec["options"]
-        kwargs = {"context": rec["context"], "OPTION_A": opts[0], "OPTION_B": opts[1], "OPTION_C": opts[2],
-                  "OPTION_D": opts[3]}
-        if task == "longbook_choice_eng":
-            kwargs["question"] = rec["input"]
-        return template.format(**kwargs)
-    if task in ("longdialogue_qa_eng", "longbook_sum_eng", "math_calc"):
-        return template.format(context=rec["context"])
-    if task in ("longbook_qa_eng", "longbook_qa_chn"):
-        return template.format(question=rec["input"], context=rec["context"])
-    if task == "math_find":
-        target = _MATH_FIND_TARGET.findall(rec["input"])[0].lower()[:-3]
-        prefix = f"What is {target} in the following list?"
-        return template.format(prefix=prefix, context=rec["context"], input=rec["input"])
-    return template.format(context=rec["context"], input=rec["input"])
-
-
-def get_answer(task: str, rec: dict):
-    """``get_answer`` of ``src/eval_utils.py``: ``[option, letter]`` for the choice tasks."""
-    answer = rec["answer"]
-    if task in CHOICE_TASKS:
-        if isinstance(answer, list) and len(answer) == 2 and answer[1] in ("A", "B", "C", "D"):
-            return list(answer)
-        if isinstance(answer, list) and len(answer) == 1:
-            answer = answer[0]
-        return [answer, "ABCD"[rec["options"].index(answer)]]
-    return answer
-
-
-def answers_as_strings(task: str, label) -> list[str]:
-    """The label as ``Sample.answers`` (strings; the scorer reads numbers back)."""
-    if task == "math_calc" and isinstance(label, list) and label and isinstance(label[0], list):
-        label = label[0]
-    items = label if isinstance(label, list) else [label]
-    return [x if isinstance(x, str) else str(x) for x in items]
-
-
-def check_record(task: str, rec: dict) -> str | None:
-    """Why ``rec`` cannot make a sample of ``task`` (``None`` when it can)."""
-    for key in ("context", "input"):
-        if not isinstance(rec[key], str):
-            return f"field {key!r} must be a string, got {type(rec[key]).__name__}"
-    answer = rec["answer"]
-    if not isinstance(answer, (str, int, float, list)) or isinstance(answer, bool) or answer in ([], ""):
-        return f"field 'answer' must be a non-empty string, number or list, got {answer!r:.80}"
-    if task in CHOICE_TASKS:
-        opts = rec.get("options")
-        if not isinstance(opts, list) or len(opts) < 4 or not all(isinstance(o, str) for o in opts[:4]):
-            return "field 'options' must list the four options (strings)"
-        try:
-            get_answer(task, rec)
-        except (ValueError, IndexError, TypeError):
-            return f"the answer {answer!r:.80} is not one of the options"
-    if task == "math_find" and not _MATH_FIND_TARGET.search(rec["input"]):
-        return "field 'input' must name the number asked for ('The ... of the list is')"
-    if task == "code_run" and not _CODE_RUN_CALL.search(rec["input"]):
-        return "field 'input' must contain the call 'func_<n>(<int>)'"
-    if task in ("math_find", "code_run", "math_calc"):
-        items = answer if isinstance(answer, list) else [answer]
-        if task == "math_calc" and items and isinstance(items[0], list):
-            items = items[0]
-        if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in items):
-            return f"field 'answer' must hold numbers for {task}, got {answer!r:.80}"
-    return None
 
 
 def _line_of(path: Path, index: int) -> int:
@@ -210,7 +109,8 @@ def _line_of(path: Path, index: int) -> int:
 
 
 def _hub_records(task: str) -> tuple[list[dict], str] | None:
-    """The hub file ``<task>.jsonl`` (downloaded, or from the local cache when the hub is not reachable)."""
+    """The hub file ``<task>.jsonl`` (downloaded, or from the local cache when the hub is not reachable);
+    ``None`` only when the hub is offline and neither cache holds it (any other failure: DataError)."""
     name = f"{task}.jsonl"
     try:
         from huggingface_hub import hf_hub_download
@@ -219,7 +119,8 @@ def _hub_records(task: str) -> tuple[list[dict], str] | None:
     if hf_hub_download is not None:
         try:
             path = hf_hub_download(HUB_REPO, name, repo_type="dataset", local_files_only=not hub_reachable())
-        except Exception:  # noqa: BLE001 - not cached / not reachable / not there
+        except Exception as err:  # noqa: BLE001 - offline / not cached → try datasets' cache; else DataError
+            hub_failure(err, f"hub file {HUB_REPO}/{name}")
             path = None
         if path:
             return read_jsonl(path, REQUIRED), str(path)
@@ -255,13 +156,16 @@ class InfiniteBench(Suite):
     * ``depths``: needle depths in [0, 1] for generated passkey / number_string / kv_retrieval,
       cycled over the samples (default: ``n_samples`` depths evenly spaced from 0 to 1, the
       official grid).
+    * ``chat_template``: ``off`` (default, the official scripts: every prompt is plain text) or
+      ``on`` (the model's chat template for longbook_qa_eng, longbook_qa_chn, longbook_sum_eng).
     """
 
     tasks = TASKS
     task_ids = TASK_IDS
     generated = False
 
-    def __init__(self, data_dir=None, source="auto", lengths=None, n_samples=DEFAULT_SAMPLES, depths=None):
+    def __init__(self, data_dir=None, source="auto", lengths=None, n_samples=DEFAULT_SAMPLES, depths=None,
+                 chat_template="off"):
         if source not in SOURCES:
             raise ValueError(f"infinitebench source must be one of {', '.join(SOURCES)}, got {source!r}")
         if data_dir is not None and data_dir != "" and not Path(data_dir).is_dir():
@@ -279,6 +183,10 @@ class InfiniteBench(Suite):
             raise ValueError("infinitebench n_samples must be at least 1")
         if self.depths is not None and (not self.depths or not all(0.0 <= d <= 1.0 for d in self.depths)):
             raise ValueError("infinitebench depths must be fractions in [0, 1]")
+        if chat_template not in CHAT_SETTINGS:
+            raise ValueError(f"infinitebench chat_template must be off (official: no chat template) or on "
+                             f"(chat template for {', '.join(CHAT_TASKS)}), got {chat_template!r}")
+        self.chat_template = chat_template
         self.generated = source == "generated"  # True only when every sample is generated
         self._hub_cache: dict[str, tuple[list[dict], str] | None] = {}
 
@@ -300,6 +208,10 @@ class InfiniteBench(Suite):
             warnings.warn(f"infinitebench/{task}: lengths above {full} tokens do not fit max_length {max_length} "
                           f"with {mnt} new tokens and are skipped", stacklevel=2)
         return fits or [max(MIN_LENGTH, full)]
+
+    def uses_chat(self, task: str) -> bool:
+        """``Sample.chat`` of ``task``: False unless ``chat_template=on`` and ``task`` is free-form."""
+        return self.chat_template == "on" and task in CHAT_TASKS
 
     def sample_depths(self) -> list[float]:
         """The needle depth of each of the ``n_samples`` generated samples of one length."""
@@ -361,7 +273,7 @@ class InfiniteBench(Suite):
             try:
                 next(self._generated_samples(task, tokenizer, [min(lengths)], seed, mnt, count=1))
             except ValueError as err:  # the context is too small for this task's smallest prompt
-                raise TaskUnavailable(str(err).splitlines()[0]) from err
+                raise ContextTooSmall(str(err).splitlines()[0]) from err
             return self._generated_samples(task, tokenizer, lengths, seed, mnt)
         raise self._unavailable(task)
 
@@ -387,7 +299,7 @@ class InfiniteBench(Suite):
                 meta["max_new_tokens_official"] = MAX_NEW_TOKENS[task]
             out.append(Sample(id=sid, task=task, prompt=create_prompt(task, rec),
                               answers=answers_as_strings(task, get_answer(task, rec)), max_new_tokens=mnt,
-                              metadata=meta, chat=CHAT[task]))
+                              metadata=meta, chat=self.uses_chat(task)))
         return out
 
     @staticmethod
@@ -425,7 +337,7 @@ class InfiniteBench(Suite):
         meta.update({k: round(v, 4) if isinstance(v, float) else v for k, v in gen.items()})
         return Sample(id=f"{task}-{length}-{index}", task=task, prompt=create_prompt(task, rec),
                       answers=answers_as_strings(task, get_answer(task, rec)), max_new_tokens=mnt, metadata=meta,
-                      chat=CHAT[task])
+                      chat=self.uses_chat(task))
 
     def score(self, sample: Sample, prediction: str) -> float:
         from tasks.scoring import score

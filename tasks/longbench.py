@@ -43,9 +43,10 @@ Data, in the order tried with ``source="auto"``:
    of ``lengths`` (default: ``max_length - max_new_tokens - 64``, the model context minus the answer
    and 64 tokens for a chat template, so the runner never crops a generated prompt; lengths that do
    not fit are dropped). Paragraph sizes scale with ``length``; lengths must be at least
-   :data:`MIN_LENGTH` and at most 80% of the offline text (about 66K SmolLM2 tokens), else
-   :class:`TaskUnavailable`. ``n_samples`` samples per length, deterministic for a seed (samples are
-   made lazily, one per ``next()``).
+   :data:`MIN_LENGTH` (else :class:`~tasks.base.ContextTooSmall`, a :class:`TaskUnavailable`) and at
+   most 80% of the offline text (about 66K SmolLM2 tokens, else :class:`TaskUnavailable`).
+   ``n_samples`` samples per length, deterministic for a seed (samples are made lazily, one per
+   ``next()``).
 
 Any other task with no data here raises :class:`TaskUnavailable` when ``samples`` is called.
 ``lengths``/``n_samples`` only concern generated samples. Not reproduced: ``pred.py`` also stops
@@ -58,7 +59,7 @@ import random
 from typing import Iterator
 
 from tasks import register_suite
-from tasks.base import Sample, TaskUnavailable
+from tasks.base import ContextTooSmall, Sample, TaskUnavailable
 from tasks.official_data import OfficialDataSuite
 
 # --------------------------------------------------------------------------------------------
@@ -206,7 +207,7 @@ class LongBench(OfficialDataSuite):
         lengths = self.generated_lengths(task, max_length)
         if min(lengths) < MIN_LENGTH[task]:
             need = MIN_LENGTH[task] + MAX_NEW_TOKENS[task] + MARGIN
-            raise TaskUnavailable(f"longbench/{task}: generated samples need lengths of at least {MIN_LENGTH[task]} "
+            raise ContextTooSmall(f"longbench/{task}: generated samples need lengths of at least {MIN_LENGTH[task]} "
                                   f"tokens (a context of {need}); got {min(lengths)} with max_length {max_length}")
         counts = self.token_counts(tokenizer)
         if max(lengths) > CAPACITY_SHARE * counts.total:

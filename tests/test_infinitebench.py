@@ -94,6 +94,42 @@ def test_bad_options():
         ib.InfiniteBench(data_dir="/nonexistent/infinitebench")
     with pytest.raises(ValueError, match="depths"):
         ib.InfiniteBench(depths=[1.5])
+    with pytest.raises(ValueError, match="chat_template must be off .* or on"):
+        ib.InfiniteBench(chat_template="yes")
+
+
+# -- chat template -------------------------------------------------------------------------------
+
+
+def test_chat_template_off_by_default_and_on_for_the_free_form_tasks(tokenizer):
+    official = ib.InfiniteBench(data_dir=str(FIXTURES), source="data-dir")
+    chat = ib.InfiniteBench(data_dir=str(FIXTURES), source="data-dir", chat_template="on")
+    assert official.chat_template == "off"
+    for task in ib.TASKS:
+        assert all(x.chat is False for x in official.samples(task, tokenizer, max_length=4096)), task
+        assert all(x.chat is (task in ib.CHAT_TASKS) for x in chat.samples(task, tokenizer, max_length=4096)), task
+    assert set(ib.CHAT_TASKS) == {"longbook_qa_eng", "longbook_qa_chn", "longbook_sum_eng"}
+    gen = ib.InfiniteBench(source="generated", lengths=[512], n_samples=1, chat_template="on")
+    assert next(gen.samples("passkey", tokenizer, max_length=2048)).chat is False  # not a free-form task
+
+
+def test_chat_template_suite_arg_reaches_the_prompt(tokenizer):
+    """Through the runner's option parsing and prompt formatting: off → the plain official prompt; on → the
+    model's chat template around it."""
+    from harness.evaluate import format_prompt
+    from harness.suite_args import load_suite, parse_suite_args
+
+    if not tokenizer.chat_template:  # pragma: no cover
+        pytest.skip("the tokenizer has no chat template")
+    prompts = {}
+    for setting in ("off", "on"):
+        suite = load_suite("infinitebench", {"data_dir": str(FIXTURES), "source": "data-dir",
+                                             **parse_suite_args([f"chat_template={setting}"])})
+        (x, *_) = suite.samples("longbook_qa_eng", tokenizer, max_length=4096)
+        prompts[setting] = format_prompt(tokenizer, x, "auto")
+    assert prompts["off"] == tokenizer(x.prompt).input_ids
+    assert prompts["on"] != prompts["off"]
+    assert tokenizer.decode(prompts["on"]).count(x.prompt) == 1  # the whole template is the user turn
 
 
 # -- generated data ----------------------------------------------------------------------------
@@ -224,7 +260,7 @@ def test_data_dir_every_task(tokenizer, task):
         assert x.metadata["source"] == "data-dir" and x.metadata["generated"] is False
         assert x.metadata["official_id"] == rec["id"] and not x.generated
         assert x.max_new_tokens == min(ib.MAX_NEW_TOKENS[task], 2048)
-        assert x.chat is ib.CHAT[task]
+        assert x.chat is False  # the official scripts use no chat template (chat_template=on: see below)
         assert rec["context"] in x.prompt
         if task in ib.CHOICE_TASKS:
             option = rec["answer"][0] if isinstance(rec["answer"], list) else rec["answer"]

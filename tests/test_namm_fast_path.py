@@ -197,3 +197,24 @@ def test_namm_init_dtype_statistics_close_to_float32(tiny_model_dir, tmp_path, c
     assert main([*common, "--dtype", "float8", "--out", str(tmp_path / "x.safetensors")]) == 2
     assert "unknown --dtype 'float8'" in capsys.readouterr().err
     assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_bf16_eager_attention_matches_the_fused_kernel():
+    """In a bf16 model the probability-materialising path (QK^T, softmax and PV in bf16, as fused
+    kernels round) gives the stock sdpa forward's logits within bf16 rounding; the attention sums
+    handed to the policy are float32 and each query's row sums to 1."""
+    ids = torch.randint(0, 128, (1, 96), generator=torch.Generator().manual_seed(11))
+    model = tiny_llama().to(torch.bfloat16)
+    attach(model)
+    logits = {}
+    for name in ("full", "h2o"):  # h2o with a budget above the prompt: probabilities, no eviction
+        cache = EvictionCache(model.config, make_policy(name) if name == "full" else
+                              make_policy("h2o", budget=512), n_up=N_UP)
+        with torch.no_grad():
+            logits[name] = torch.cat([model(input_ids=ids[:, s:s + N_UP], past_key_values=cache).logits
+                                      for s in range(0, 96, N_UP)], 1).float()
+        if name == "h2o":
+            sums = cache.eviction_layers[0].state.get("h2o_acc")
+    torch.testing.assert_close(logits["h2o"], logits["full"], rtol=0.05, atol=0.05)
+    assert sums is not None and sums.dtype == torch.float32
+    torch.testing.assert_close(sums.sum(-1), torch.full_like(sums.sum(-1), 96.0), rtol=1e-2, atol=0)

@@ -1,6 +1,8 @@
 """Runner plumbing for suites that load data: skipped tasks, malformed data, --data-dir, truncation
 rules, the NIAH judge option and the length x depth grid in metrics.json."""
 
+import re
+
 import pytest
 
 from harness.cli import main
@@ -35,6 +37,25 @@ def test_malformed_data_and_nothing_runnable_are_usage_errors():
         collect_work(FakeSuite(), ["ok", "broken"], None, 100, 0, limit=None, warn=lambda line: None)
     with pytest.raises(UsageError, match="nothing to run: no task of suite fake has data here"):
         collect_work(FakeSuite(), ["missing"], None, 100, 0, limit=None, warn=lambda line: None)
+
+
+def test_nothing_runnable_for_the_max_length_says_so(tiny_model_dir, tmp_path, capsys):
+    from tasks.base import ContextTooSmall
+
+    class Small(FakeSuite):
+        def samples(self, task, tokenizer, max_length, seed=0):
+            raise ContextTooSmall(f"fake/{task}: generated samples need a context of 300; got max_length {max_length}")
+
+    with pytest.raises(UsageError, match=r"^nothing to run: fake/ok: generated samples need a context of 300; got "
+                                         r"max_length 100; use a larger --max-length"):
+        collect_work(Small(), ["ok"], None, 100, 0, limit=None, warn=lambda line: None)
+    out = tmp_path / "r"
+    assert main(["run", "--model", str(tiny_model_dir), "--suite", "longbench", "--tasks", "passage_count",
+                 "--max-length", "100", "--out", str(out), "--quiet"]) == 2
+    (line,) = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error")]
+    assert line.startswith("error: nothing to run: longbench/passage_count: generated samples need lengths of at least")
+    assert re.search(r"got -?\d+ with max_length 100; use a larger --max-length", line), line
+    assert not out.exists()
 
 
 def test_data_dir_on_a_generated_suite_is_refused(tmp_path, capsys):

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
+from harness.errors import UsageError
 
 ROOT = Path(__file__).resolve().parents[1]
 VOLATILE = ("timing",)  # wall-clock fields differ between runs
@@ -102,6 +104,19 @@ def test_different_config_in_existing_dir_is_refused(tiny_model_dir, reference_r
         (["--cache-mode", "weird"], "unknown cache mode 'weird'; choose one of: exact, original"),
         (["--limit", "0"], "--limit must be a positive integer"),
         (["--cache-size", "lots"], "--cache-size must be a number"),
+        (["--device", "tpu"], "--device 'tpu' is not a device; use cpu, cuda, cuda:N or mps"),
+        (["--device", "meta"], "--device 'meta': not a device the harness runs on; use cpu, cuda, cuda:N or mps"),
+        (["--device", "cuda:99"], "--device cuda:99: "),  # no CUDA here, or not 100 GPUs
+        (["--suite-arg", "lengths=abc"], "--suite-arg lengths=abc: suite niah option lengths takes integers, not "
+                                         "'abc'; e.g. --suite-arg lengths=2048,4096"),
+        (["--suite", "infinitebench", "--suite-arg", "n_samples=x"], "--suite-arg n_samples=x: suite "
+         "infinitebench option n_samples takes integers, not 'x'; e.g. --suite-arg n_samples=20"),
+        (["--suite", "infinitebench", "--suite-arg", "n_samples=2,3"], "--suite-arg n_samples=2,3: suite "
+         "infinitebench option n_samples takes one number, not a list; e.g. --suite-arg n_samples=20"),
+        (["--suite-arg", "depths=0.5,half"], "--suite-arg depths=0.5,half: suite niah option depths takes numbers, "
+                                            "not 'half'; e.g. --suite-arg depths=0,0.5,1"),
+        (["--suite", "infinitebench", "--suite-arg", "chat_template=maybe"],
+         "infinitebench chat_template must be off (official: no chat template) or on"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_leaves_no_run_dir(args, expect, tmp_path, capsys):
@@ -110,6 +125,36 @@ def test_bad_input_is_one_line_exit_2_and_leaves_no_run_dir(args, expect, tmp_pa
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and expect in lines[0], lines
     assert not out.exists()
+
+
+@pytest.mark.parametrize("max_length,room", [("10", 4), ("40", 34)])
+def test_max_length_too_small_for_the_prompts_is_refused(tiny_model_dir, tmp_path, capsys, max_length, room):
+    out = tmp_path / "never"
+    assert main(run_args(tiny_model_dir, out, "--max-length", max_length)) == 2
+    lines = [ln for ln in capsys.readouterr().err.strip().splitlines() if ln.startswith("error")]
+    assert len(lines) == 1, lines
+    assert re.fullmatch(rf"error: --max-length {max_length} leaves {room} tokens for the prompts of niah/passkey "
+                        r"\(6 go to new tokens; prompt passkey-\d+-0\.0 has \d+\), fewer than the 64 a prompt needs; "
+                        r"use a larger --max-length, or leave it out for the model's context \(640 tokens\)", lines[0])
+    assert not out.exists()
+
+
+def test_small_max_length_is_fine_when_the_prompts_fit():
+    from harness.runner import RunConfig, check_room
+    from tasks.base import Sample
+
+    class Tok:  # one token per character, no chat template
+        chat_template = None
+
+        def __call__(self, text, add_special_tokens=True):
+            return type("Out", (), {"input_ids": [ord(c) for c in text]})()
+
+    short = [(0, Sample(id="a", task="t", prompt="x" * 20, answers=["y"], max_new_tokens=8))]
+    check_room(short, Tok(), 40, RunConfig(suite="jsonl", max_length=40))  # 32 tokens left, 20 needed
+    with pytest.raises(UsageError, match=r"^--max-length 20 leaves 12 tokens for the prompts of jsonl/t"):
+        check_room(short, Tok(), 20, RunConfig(suite="jsonl", max_length=20))
+    with pytest.raises(UsageError, match=r"^the model's context of 20 tokens leaves 12 .* use a model with a longer"):
+        check_room(short, Tok(), 20, RunConfig(suite="jsonl"))
 
 
 def test_bad_input_exit_code_through_python_dash_m(tmp_path):

@@ -2,7 +2,9 @@
 
 Writes into ``--out``:
 
-- ``report.md`` / ``report.tex``: every table (with footnotes) and the list of figures
+- ``report.md`` / ``report.tex``: every table (with footnotes) and the list of figures;
+  ``report.md`` opens with the runs (each one's code revision · dtype · device, from
+  ``config.json``'s ``provenance``, and a footnote with the library versions)
 - ``tables/<name>.md|.tex|.csv``: one file per table — ``<suite>`` (a column per task),
   ``<suite>_by_length`` (NIAH-like suites), ``summary`` (across suites; with ``--paper``
   ``table1`` and, with several NAMMs, ``table8``)
@@ -114,15 +116,30 @@ def build(args):
 
 
 def _inputs_md(runs) -> list[str]:
+    """The runs table (a row per run, its code · dtype · device) and a footnote with the library versions."""
+    from harness import provenance
     from harness.report.align import source_of
 
-    out = ["| Row | Suite | Policy | Model | Samples | Data | Run directory |", "|:---|:---|:---|:---|---:|:---|:---|"]
+    out = ["| Row | Suite | Policy | Model | Samples | Data | Code · dtype · device | Run directory |",
+           "|:---|:---|:---|:---|---:|:---|:---|:---|"]
+    versions: dict[str, list[str]] = {}
     for run in runs:
         sources = Counter(source_of(r) for r in run.records)
         data = ", ".join(f"{k} ({v})" for k, v in sorted(sources.items()))
         status = "" if run.complete is not False and not run.extra_files else " (unfinished)"
+        prov = run.config.get("provenance")
+        code = provenance.short_text(prov)
+        resumed = [provenance.commit_text(p) for p in run.config.get("provenance_resumed") or []]
+        if resumed:
+            code += f" (resumed under {', '.join(dict.fromkeys(resumed))})"
+        versions.setdefault(provenance.versions_text(prov), []).append(run.label)
         out.append(f"| {run.label} | {run.suite} | {run.policy} | {run.model} | {len(run.records)}{status} | {data} | "
-                   f"`{run.path}` |")
+                   f"{code} | `{run.path}` |")
+    out.append("")
+    if len(versions) == 1:
+        out.append(f"Versions: {next(iter(versions))}.")
+    else:
+        out += [f"- Versions of {', '.join(labels)}: {text}." for text, labels in versions.items()]
     return out
 
 
