@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from harness.cli import main
+from harness.fit import loop
 from policies.namm.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,7 +68,7 @@ def test_fit_writes_log_checkpoints_and_figures(reference_fit):
             assert r["validation"]["fitness"] == r["validation"]["mean"]  # no memory term by default
     config = json.loads((reference_fit / "config.json").read_text())["fit"]
     assert (config["cma"], config["dtype"], config["fitness_rule"], config["memory_weight"]) == (
-        "diagonal", "float32", "offset", 0.0)
+        "diagonal", loop.DEFAULT_FIT_DTYPE, "offset", 0.0)
     for name in ("training_curves.png", "memory_size.png"):
         assert (reference_fit / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

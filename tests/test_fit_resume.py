@@ -242,15 +242,15 @@ def test_sigterm_stops_at_a_generation_and_a_copied_folder_resumes(tiny_model_di
 def test_fit_from_before_the_new_options_resumes_as_full_covariance(tiny_model_dir, tmp_path, monkeypatch, capsys):
     """A fit folder written before --cma/--dtype/--fitness-rule/--memory-weight (config.json without those keys,
     a CMA-ES state without `covariance`, a best without `fitness`) means full covariance, float32, offset, 0:
-    it resumes with --cma full on the uninterrupted trajectory, and is refused, naming the difference,
+    it resumes with --cma full --dtype float32 on the uninterrupted trajectory, and is refused, naming the difference,
     without it or with another --dtype. (namm_mlp: 1,326 parameters keep the full state small.)"""
     clock = [0.0]
     use_synthetic(monkeypatch, clock)
     args = dict(stages="passkey:3", eval_every="1")
     common = ("--policy", "namm_mlp")
     whole, old = tmp_path / "whole", tmp_path / "old"
-    assert main(synthetic_args(tiny_model_dir, whole, *common, "--cma", "full", **args)) == 0
-    assert main(synthetic_args(tiny_model_dir, old, *common, "--cma", "full", "--stop-after", "45s", **args)) == 0
+    assert main(synthetic_args(tiny_model_dir, whole, *common, "--cma", "full", "--dtype", "float32", **args)) == 0
+    assert main(synthetic_args(tiny_model_dir, old, *common, "--cma", "full", "--dtype", "float32", "--stop-after", "45s", **args)) == 0
     assert state(old)["generation"] == 2  # 2 generations of 20 s (evaluation + validation)
     config = json.loads((old / "config.json").read_text())
     for key in ("cma", "dtype", "fitness_rule", "memory_weight", "init"):
@@ -263,13 +263,13 @@ def test_fit_from_before_the_new_options_resumes_as_full_covariance(tiny_model_d
     del saved["best"]["fitness"]
     (old / "state.pkl").write_bytes(pickle.dumps(saved))
     capsys.readouterr()
-    for extra, difference in (((), 'cma: "full" there, "diagonal" now'),
+    for extra, difference in (((), 'cma: "full" there, "diagonal" now; dtype: "float32" there, "bfloat16" now'),
                               (("--cma", "full", "--dtype", "bfloat16"), 'dtype: "float32" there, "bfloat16" now')):
         assert main(synthetic_args(tiny_model_dir, old, *common, *extra, **args)) == 2
         err = [x for x in capsys.readouterr().err.strip().splitlines() if not x.startswith("Loading weights")]
         assert err == [f"error: {old} holds a fit with a different configuration ({difference}); "
                        f"re-run with its options to resume, or pass a new --out"]
-    assert main(synthetic_args(tiny_model_dir, old, *common, "--cma", "full", **args)) == 0
+    assert main(synthetic_args(tiny_model_dir, old, *common, "--cma", "full", "--dtype", "float32", **args)) == 0
     assert log(old) == log(whole)
     got, want = (load_checkpoint(d / "namm_mlp.safetensors") for d in (old, whole))
     assert torch.equal(got.params, want.params) and got.fitness["cma"] == "full"

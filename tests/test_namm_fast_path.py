@@ -119,11 +119,12 @@ def generate(policy, ids, batch=1, **cache_kw):
     return gen.batch_tokens, kept, cache
 
 
-@pytest.mark.parametrize("mode", ["original", "exact"])
-def test_streaming_cache_equals_buffering_cache(mode):
+@pytest.mark.parametrize("mode, seeds", [("original", [1, 2, 3]), ("exact", [1, 2, 3]), ("original", [4])])
+def test_streaming_cache_equals_buffering_cache(mode, seeds):
     ids = torch.randint(0, 128, (1, 150), generator=torch.Generator().manual_seed(2))
-    tok_a, kept_a, cache_a = generate(namm([1, 2, 3]), ids, batch=3, mode=mode, stream_rows=False)
-    tok_b, kept_b, cache_b = generate(namm([1, 2, 3]), ids, batch=3, mode=mode, stream_rows=True)
+    batch = len(seeds)  # members on copies of the prompt (shared first chunk), or one prompt
+    tok_a, kept_a, cache_a = generate(namm(seeds), ids, batch=batch, mode=mode, stream_rows=False)
+    tok_b, kept_b, cache_b = generate(namm(seeds), ids, batch=batch, mode=mode, stream_rows=True)
     assert all(lay.stream_rows for lay in cache_b.eviction_layers)
     assert tok_a == tok_b
     for (pa, va), (pb, vb) in zip(kept_a, kept_b):
