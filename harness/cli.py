@@ -47,7 +47,7 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-sink", type=int, help="attention-sink tokens kept by streaming (default: 4)")
     p.add_argument("--cache-mode", default="original", help="original (all heads keep the same count) or exact")
     p.add_argument("--policy-checkpoint", help="NAMM checkpoint (.safetensors with its .json sidecar)")
-    p.add_argument("--namm-threshold", type=float, help="NAMM: evict tokens scoring below this (default 0; paper video: 5)")
+    p.add_argument("--namm-threshold", type=float, help="NAMM: evict tokens scoring below this (default 0; video suites: 5)")
     p.add_argument("--namm-gamma", type=float, help="NAMM: EMA discount per token (default: the checkpoint's, 0.99)")
     p.add_argument("--max-length", type=int, help="context limit in tokens (default: the model's); longer prompts "
                    "are middle-cropped; one that would crop a prompt below 64 tokens is refused")

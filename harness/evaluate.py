@@ -52,18 +52,30 @@ class Evaluator:
 
         ``truncation="paper"``: the templated prompt's tokens are middle-cropped to
         ``max_length - max_new_tokens``. ``"longbench"`` (LongBench ``pred.py``): the plain prompt's
-        tokens are middle-cropped to ``max_length`` (first half + last half, decoded back to text),
-        then the chat template is applied.
+        tokens are middle-cropped (first half + last half, decoded back to text) so that, once the
+        chat template is applied, prompt + ``max_new_tokens`` fit in ``max_length`` (pred.py's
+        ``model2maxlen`` likewise leaves the model's context less room for the answer).
         """
         ids = format_prompt(self.tokenizer, sample, self.chat_template)
         if self.truncation == "longbench":
+            # pred.py crops the plain prompt to model2maxlen, the context less room for the answer (3500
+            # for a 4k model); here that room is the chat template's tokens plus max_new_tokens
+            budget = self.max_length - sample.max_new_tokens
+            if len(ids) <= budget:
+                return ids, ids
             raw = self.tokenizer(sample.prompt).input_ids
-            if len(raw) > self.max_length:
-                half = self.max_length // 2
-                text = (self.tokenizer.decode(raw[:half], skip_special_tokens=True)
-                        + self.tokenizer.decode(raw[-half:], skip_special_tokens=True))
-                return ids, format_prompt(self.tokenizer, dataclasses.replace(sample, prompt=text), self.chat_template)
-            return ids, ids
+            keep = budget - (len(ids) - len(raw))
+            for _ in range(8):  # decoding and re-encoding can shift a few tokens: shrink until it fits
+                if keep < 1:
+                    break
+                head = keep // 2
+                text = (self.tokenizer.decode(raw[:head], skip_special_tokens=True)
+                        + self.tokenizer.decode(raw[len(raw) - (keep - head):], skip_special_tokens=True))
+                fed = format_prompt(self.tokenizer, dataclasses.replace(sample, prompt=text), self.chat_template)
+                if len(fed) <= budget:
+                    return ids, fed
+                keep -= len(fed) - budget
+            return ids, middle_crop(ids, budget)
         return ids, middle_crop(ids, self.max_length - sample.max_new_tokens)
 
     def evaluate(self, sample, policy, batch: int = 1, cropped: list[int] | None = None) -> list[dict]:

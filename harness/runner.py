@@ -193,17 +193,22 @@ def budget_for(config: RunConfig, prompt_tokens: int) -> int | None:
 
 def make_run_policy(config: RunConfig):
     """The run's policy, built once (checkpoints load once). Bad settings → :class:`UsageError`."""
+    import tasks as suites
     from policies import make_policy
     from policies.namm.checkpoint import CheckpointError
 
     options = dict(config.policy_options)
+    threshold = config.namm_threshold
+    suite_cls = suites.SUITES.get(config.suite)
+    if hasattr(suite_cls, "namm_threshold"):  # video suites: the paper's shifted NAMM threshold
+        threshold = suite_cls.namm_threshold(config.policy, threshold)
     fixed_budget = config.cache_size if config.cache_size is not None and config.cache_size >= 1 else None
     options.update(
         budget=int(fixed_budget) if fixed_budget else None,
         recent_window=config.recent_window,
         n_sink=config.n_sink,
         checkpoint=config.policy_checkpoint,
-        threshold=config.namm_threshold,
+        threshold=threshold,
         gamma=config.namm_gamma,
         n_up=config.n_up,
     )

@@ -100,12 +100,42 @@ def test_paper_truncation_crops_to_max_length_minus_new_tokens():
     assert "".join(map(chr, cropped)) == "abcdepqrst"  # 10 = 14 - 4 tokens: first 5, last 5
 
 
-def test_longbench_truncation_crops_the_plain_prompt_to_max_length():
+def test_longbench_truncation_leaves_room_for_the_new_tokens():
     sample = Sample(id="0", task="t", prompt="abcdefghijklmnopqrst", answers=[], max_new_tokens=4)
     _, cropped = _evaluator("longbench", 14).inputs(sample)
-    assert "".join(map(chr, cropped)) == "abcdefgnopqrst"  # half = 7 tokens from each end, no room for new tokens
+    assert "".join(map(chr, cropped)) == "abcdepqrst"  # 10 = 14 - 4 tokens: first 5, last 5
     short = Sample(id="1", task="t", prompt="abc", answers=[], max_new_tokens=4)
     assert _evaluator("longbench", 14).inputs(short)[1] == [97, 98, 99]
+
+
+@pytest.fixture(scope="module")
+def embedded_tokenizer():
+    from transformers import AutoTokenizer
+
+    from harness.models import resolve_model
+
+    source = resolve_model("smollm2")
+    return AutoTokenizer.from_pretrained(source.location, gguf_file=source.gguf_file)
+
+
+@pytest.mark.parametrize("max_length", [200, 333, 1024])
+def test_longbench_truncation_fits_template_and_answer_in_max_length(embedded_tokenizer, max_length):
+    ev = _evaluator("longbench", max_length)
+    ev.tokenizer = embedded_tokenizer
+    assert embedded_tokenizer.chat_template  # the template's tokens must be budgeted too
+    words = " ".join(f"word{i} lorem ipsum, dolor sit amet." for i in range(600))
+    sample = Sample(id="0", task="t", prompt="Read this. " + words + " Question: which word came last?",
+                    answers=[], max_new_tokens=64, answer_prefix="Answer:")
+    ids, fed = ev.inputs(sample)
+    assert len(ids) + sample.max_new_tokens > max_length  # the sample does need cropping
+    assert len(fed) + sample.max_new_tokens <= max_length
+    assert len(fed) + sample.max_new_tokens >= max_length - 8  # and is not cropped much further
+    text = embedded_tokenizer.decode(fed)
+    assert "Read this." in text and "which word came last?" in text and text.rstrip().endswith("Answer:")
+    assert "<|im_start|>user" in text and "<|im_start|>assistant" in text  # the template is still there
+    short = Sample(id="1", task="t", prompt="What is 2 + 2?", answers=[], max_new_tokens=64, answer_prefix="Answer:")
+    ids, fed = ev.inputs(short)
+    assert fed == ids and len(ids) + 64 <= max_length
 
 
 def half_judge(prediction, answers, sample):

@@ -367,3 +367,30 @@ def test_video_suite_through_the_runner_cli(data, tiny_dir, tmp_path):
         assert r["input_tokens"] > r["image_tokens"] and r["budget"] == 64
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["official_score"] == MLVU().aggregate(recs)
+
+
+def test_runner_and_lmms_eval_paths_use_one_video_namm_threshold(stub_lmms_eval, tiny_dir):
+    """``harness run --suite longvideobench|mlvu`` and lmms-eval's ``namm_video`` build the policy with the
+    same threshold: the paper's +5 shift by default, an explicit threshold as given."""
+    from harness.runner import RunConfig, make_run_policy
+    from tasks.video.base import NAMM_THRESHOLD_SHIFT
+    from tasks.video.lmms_model import NAMMVideo
+
+    assert NAMM_THRESHOLD_SHIFT == 5.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # NAMM without a checkpoint: zero parameters
+        for policy, threshold in (("namm_bam", None), ("namm_mlp", None), ("namm_bam", -5.0), ("namm_bam", 2.5)):
+            lmms = NAMMVideo(pretrained=str(tiny_dir), policy=policy, namm_threshold=threshold, n_up=N_UP,
+                             device="cpu", preprocess="builtin").policy.threshold
+            runs = {suite: make_run_policy(RunConfig(policy=policy, suite=suite, namm_threshold=threshold,
+                                                     n_up=N_UP)).threshold for suite in ("longvideobench", "mlvu")}
+            expected = 0.0 + NAMM_THRESHOLD_SHIFT if threshold is None else threshold
+            assert lmms == expected and runs == {"longvideobench": expected, "mlvu": expected}, (policy, threshold)
+            # language suites keep the policy's own default
+            language = make_run_policy(RunConfig(policy=policy, suite="niah", namm_threshold=threshold, n_up=N_UP))
+            assert language.threshold == (0.0 if threshold is None else threshold)
+        h2o = NAMMVideo(pretrained=str(tiny_dir), policy="h2o", cache_size=64, n_up=N_UP, device="cpu",
+                        preprocess="builtin").policy
+        assert not hasattr(h2o, "threshold")
+        run_h2o = make_run_policy(RunConfig(policy="h2o", suite="mlvu", cache_size=64, n_up=N_UP))
+        assert not hasattr(run_h2o, "threshold")

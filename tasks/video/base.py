@@ -12,6 +12,7 @@ task raises :class:`tasks.base.TaskUnavailable` with one line saying how to prov
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -21,6 +22,25 @@ from tasks.base import DataError, Sample, Suite, TaskUnavailable
 from tasks.video.frames import check_frame_count
 
 N_FRAMES = 48  # paper: 48 uniformly sampled frames x 12 x 12 tokens = 6912 image tokens
+NAMM_THRESHOLD_SHIFT = 5.0  # paper §4.2: NAMM's selection threshold shifted by 5 for video (0 -> +5)
+
+
+def namm_video_threshold(policy: str, threshold: float | None = None,
+                         shift: float = NAMM_THRESHOLD_SHIFT) -> float | None:
+    """The selection threshold of ``policy`` in a video run, one rule for ``harness run --suite
+    longvideobench|mlvu`` and lmms-eval's ``namm_video``: ``threshold`` when given (absolute), else
+    the policy's default plus ``shift``; None for policies without a threshold (not NAMM)."""
+    from policies import POLICIES, base_name
+
+    cls = POLICIES.get(base_name(policy))
+    if cls is None or not dataclasses.is_dataclass(cls):
+        return None
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    if "threshold" not in fields:
+        return None
+    if threshold is not None:
+        return float(threshold)
+    return float(fields["threshold"].default) + float(shift)
 
 
 def read_records(path: Path, required: tuple[str, ...]) -> list[dict]:
@@ -63,6 +83,7 @@ class VideoSuite(Suite):
     video_dirs: ClassVar[tuple[str, ...]] = ("", "videos")
     hint: ClassVar[str] = ""
     max_new_tokens: ClassVar[int] = 32
+    namm_threshold = staticmethod(namm_video_threshold)  # the runner's NAMM threshold for this suite
 
     def __init__(self, data_dir: str | None = None, n_frames: int = N_FRAMES, preprocess: str = "auto",
                  prefill_chunk: int | None = None):

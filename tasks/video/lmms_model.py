@@ -37,6 +37,7 @@ import torch
 from lmms_eval.api.model import lmms
 from lmms_eval.api.registry import register_model
 
+from tasks.video.base import NAMM_THRESHOLD_SHIFT, namm_video_threshold
 from tasks.video.frames import read_frames
 from tasks.video.vlm import VideoBundle, count_input_tokens, load_video_model, run_sample
 
@@ -55,7 +56,8 @@ class NAMMVideo(lmms):
 
     def __init__(self, pretrained: str = "llava-hf/LLaVA-NeXT-Video-7B-hf", policy: str = "full",
                  cache_size=None, n_up: int = 512, cache_mode: str = "original", checkpoint=None,
-                 namm_threshold=None, namm_threshold_shift: float = 5.0, namm_gamma=None, recent_window=None,
+                 namm_threshold=None, namm_threshold_shift: float = NAMM_THRESHOLD_SHIFT, namm_gamma=None,
+                 recent_window=None,
                  max_frames_num: int = 48, prefill_chunk=None, device=None, dtype=None, preprocess: str = "auto",
                  stats_path=None, batch_size=1, max_batch_size=None, **kwargs) -> None:
         super().__init__()
@@ -80,12 +82,8 @@ class NAMMVideo(lmms):
         options = {"n_up": self.n_up, "checkpoint": _none(checkpoint), "gamma": _none(namm_gamma),
                    "recent_window": int(recent_window) if _none(recent_window) is not None else None,
                    "budget": int(cache_size) if cache_size is not None and cache_size >= 1 else None}
-        fields = {f.name: f for f in dataclasses.fields(POLICIES[base_name(policy)])}
-        if "threshold" in fields:  # NAMM: the paper shifts the selection threshold by 5 for video
-            if _none(namm_threshold) is not None:
-                options["threshold"] = float(namm_threshold)
-            else:
-                options["threshold"] = float(fields["threshold"].default) + float(namm_threshold_shift)
+        # NAMM: the paper's video threshold, the same rule as the runner's video suites
+        options["threshold"] = namm_video_threshold(policy, _none(namm_threshold), float(namm_threshold_shift))
         self.policy = make_policy(policy, **{k: v for k, v in options.items() if v is not None})
         self.stats_path = Path(stats_path) if _none(stats_path) else None
         self.stats: list[dict] = []
