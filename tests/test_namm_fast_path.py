@@ -219,3 +219,12 @@ def test_bf16_eager_attention_matches_the_fused_kernel():
     torch.testing.assert_close(logits["h2o"], logits["full"], rtol=0.05, atol=0.05)
     assert sums is not None and sums.dtype == torch.float32
     torch.testing.assert_close(sums.sum(-1), torch.full_like(sums.sum(-1), 96.0), rtol=1e-2, atol=0)
+
+
+def test_cpu_query_chunks_hold_the_same_bytes_of_logits_in_bf16():
+    from harness.attention import CPU_CHUNK_BYTES, query_chunk
+
+    cpu = torch.device("cpu")
+    fp32, bf16 = query_chunk(1, 9, 4500, cpu, 4), query_chunk(1, 9, 4500, cpu, 2)
+    assert (fp32, bf16) == (CPU_CHUNK_BYTES // (4 * 9 * 4500), CPU_CHUNK_BYTES // (2 * 9 * 4500)) == (12, 25)
+    assert query_chunk(1, 9, 4500, torch.device("meta"), 2) == 512  # other devices: large chunks
