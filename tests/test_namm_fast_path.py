@@ -15,7 +15,8 @@ from harness.attention import attach
 from harness.cache import EvictionCache
 from harness.generation import greedy_generate
 from policies import make_policy
-from policies.namm.features import FeatureConfig, SpectrogramStream, spectrogram_ema
+from policies.namm.features import FeatureConfig, spectrogram_ema
+from policies.namm.stream import SpectrogramStream
 from policies.namm.scorers import SCORERS
 from test_namm_features import causal_rows, naive_update
 

@@ -25,8 +25,8 @@ import torch
 
 from policies.base import LayerView, Policy, Selection
 from policies.namm.checkpoint import load_checkpoint
-from policies.namm.features import (FeatureConfig, RunningStats, SpectrogramStream, normalise, spectrogram_ema,
-                                    token_features)
+from policies.namm.features import FeatureConfig, RunningStats, normalise, spectrogram_ema, token_features
+from policies.namm.stream import SpectrogramStream
 from policies.namm.scorers import SCORERS
 
 SHIPPED = Path(__file__).parent / "checkpoints"
