@@ -1,14 +1,6 @@
 """User-facing errors: bad input is reported as one line and exit code 2, never a traceback."""
 
-
-class UsageError(Exception):
-    """Bad input from the user (unknown name, missing path, invalid number).
-
-    The CLI prints ``error: <message>`` on one line and exits with status 2. The message must say
-    what to do (e.g. list the valid choices).
-    """
-
-    exit_code = 2
+from tasks.base import UsageError  # noqa: F401  (defined with the task API; re-exported)
 
 
 def choose(kind: str, name: str, choices) -> None:

@@ -13,7 +13,8 @@ import torch
 
 from harness.cache import EvictionCache
 from harness.errors import UsageError
-from harness.generation import greedy_generate, middle_crop, stop_token_ids
+from harness.generation import greedy_generate, middle_crop
+from tasks.base import stop_token_ids
 
 
 def format_prompt(tokenizer, sample, chat_template: str) -> list[int]:

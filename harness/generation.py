@@ -16,17 +16,6 @@ class Generation:
     batch_tokens: list[list[int]] | None = None  # every batch element's tokens
 
 
-def stop_token_ids(model, tokenizer) -> set[int]:
-    """End-of-sequence ids from the tokenizer and the model's generation config."""
-    ids = set()
-    for source in (tokenizer.eos_token_id, getattr(model.generation_config, "eos_token_id", None)):
-        if isinstance(source, int):
-            ids.add(source)
-        elif source is not None:
-            ids.update(source)
-    return ids
-
-
 @torch.inference_mode()
 def greedy_generate(
     model,

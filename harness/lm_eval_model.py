@@ -50,7 +50,8 @@ from tqdm import tqdm
 
 from harness.cache import EvictionCache
 from harness.errors import UsageError, choose
-from harness.generation import greedy_generate, middle_crop, stop_token_ids
+from harness.generation import greedy_generate, middle_crop
+from tasks.base import stop_token_ids
 
 NAME = "evicting-hf"
 log = logging.getLogger("lm_eval.evicting_hf")  # shown by lm-eval's log handler

@@ -355,8 +355,10 @@ def run(config: RunConfig, out: str | Path | None = None, progress: bool = True)
 
 
 def _evaluate_custom(suite, sample, model, run_policy, config: RunConfig, device):
-    """One sample of a suite with its own model loop (``suite.evaluate_sample``: RL rollouts, video);
-    returns ``(result, prompt tokens or None, the sample's policy)``."""
+    """One sample of a suite with its own model loop (``suite.evaluate_sample``: RL rollouts, video),
+    handed a :class:`harness.cache_factory.CacheFactory` for the sample's policy; returns ``(result,
+    prompt tokens or None, the sample's policy)``."""
+    from harness.cache_factory import CacheFactory
     from tasks.base import DataError
 
     if hasattr(suite, "input_tokens"):
@@ -367,7 +369,8 @@ def _evaluate_custom(suite, sample, model, run_policy, config: RunConfig, device
         raise UsageError(f"suite {config.suite} has no prompt length to take a fraction of; give --cache-size in tokens")
     policy = policy_for_sample(run_policy, config, n_tokens or 0)
     try:
-        return suite.evaluate_sample(sample, model, policy, config.n_up, config.cache_mode, device), n_tokens, policy
+        caches = CacheFactory(policy, config.n_up, config.cache_mode)
+        return suite.evaluate_sample(sample, model, caches, device), n_tokens, policy
     except DataError as err:
         raise UsageError(str(err).splitlines()[0]) from err
 

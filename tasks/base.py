@@ -12,7 +12,48 @@ data, and every record and table says so). ``metadata["generated"]`` is True exa
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar, Iterator
+from typing import ClassVar, Iterator, Protocol
+
+
+class UsageError(Exception):
+    """Bad input from the user (unknown name, missing path, invalid number, a missing optional extra).
+
+    The CLI prints ``error: <message>`` on one line and exits with status 2. The message must say
+    what to do (e.g. list the valid choices). Defined here, at the bottom of the house, so that suites
+    can raise it without importing ``harness``; :mod:`harness.errors` re-exports it.
+    """
+
+    exit_code = 2
+
+
+class CacheFactory(Protocol):
+    """What the runner hands :meth:`Suite.evaluate_sample` of a suite that drives its own model loop
+    (video, D4RL); implemented by :class:`harness.cache_factory.CacheFactory`. ``tasks/`` never
+    imports ``harness/``: the policy, ``n_up`` and the cache mode travel inside the factory."""
+
+    policy: object
+    n_up: int
+
+    def attach(self, model) -> None:
+        """Route ``model``'s attention through the eviction kernel (idempotent)."""
+
+    def new(self, config):
+        """A fresh eviction cache (a transformers ``Cache``) for a model with this config."""
+
+    def summarise(self, layer_stats: list[dict]) -> dict:
+        """A record's ``cache`` entry (``physical_mean``, ``logical_mean``, ``layers``) from ``cache.stats()``."""
+
+
+def stop_token_ids(model, tokenizer) -> set[int]:
+    """End-of-sequence ids from the tokenizer and the model's generation config (shared by the
+    runner's generation and the suites that generate in their own loop)."""
+    ids = set()
+    for source in (tokenizer.eos_token_id, getattr(model.generation_config, "eos_token_id", None)):
+        if isinstance(source, int):
+            ids.add(source)
+        elif source is not None:
+            ids.update(source)
+    return ids
 
 
 class TaskUnavailable(Exception):
@@ -67,6 +108,11 @@ class Suite:
 
     ``samples`` raises :class:`TaskUnavailable` (when called, not at the first ``next()``) for a
     task that cannot run here, and :class:`DataError` for malformed data.
+
+    A suite that drives its own model loop (video, D4RL) defines ``load_model(model, device, dtype)``
+    → ``(model, name)`` and ``evaluate_sample(sample, model, caches, device)`` → a record dict, where
+    ``caches`` is the runner's :class:`CacheFactory`; the runner then skips tokenisation and
+    generation for it.
     """
 
     name: ClassVar[str] = ""

@@ -18,6 +18,7 @@ from tasks.base import TaskUnavailable
 from tasks.d4rl import suite as d4rl_suite
 from tasks.d4rl.envs import TASKS, MujocoMissing, make_env, normalized_score, split_task
 from tasks.d4rl.model import SHIPPED, DTModels
+from harness.cache_factory import CacheFactory
 from tasks.d4rl.rollout import DTSpec, cached_rollout, uncached_rollout
 
 
@@ -65,8 +66,7 @@ def test_full_cache_equals_uncached_recomputation(cheetah, feed):
         SPEC,
         cheetah,
         seed=3,
-        policy=make_policy("full"),
-        n_up=16,
+        caches=CacheFactory(make_policy("full"), 16),
         max_steps=60,
         feed=feed,
         reference_window=None,
@@ -92,8 +92,7 @@ def test_shipped_dt_full_cache_equals_uncached():
         loaded.spec,
         env,
         seed=0,
-        policy=make_policy("full"),
-        n_up=512,
+        caches=CacheFactory(make_policy("full"), 512),
         max_steps=100,
         reference_window=None,
     )
@@ -110,7 +109,7 @@ def test_h2o_within_budget_completes_and_is_deterministic(cheetah):
     model = random_dt(seed=1)
     budget, n_up = 256, 64
     runs = [
-        cached_rollout(model, SPEC, cheetah, seed=7, policy=make_policy("h2o", budget=budget), n_up=n_up)
+        cached_rollout(model, SPEC, cheetah, seed=7, caches=CacheFactory(make_policy("h2o", budget=budget), n_up))
         for _ in range(2)
     ]
     r = runs[0]
@@ -133,9 +132,7 @@ def test_suite_samples_and_evaluate_sample():
     meta = samples[0].metadata
     assert meta["env_id"] == "Hopper-v5" and meta["env_version"] == "v5" and meta["seed"] == 0
     assert meta["source"] == "generated" and meta["generated"] is True
-    result = suite.evaluate_sample(
-        samples[0], models, make_policy("h2o", budget=16), n_up=8, cache_mode="original", device="cpu"
-    )
+    result = suite.evaluate_sample(samples[0], models, CacheFactory(make_policy("h2o", budget=16), 8, "original"), "cpu")
     for key in (
         "prediction",
         "score",
@@ -153,9 +150,7 @@ def test_suite_samples_and_evaluate_sample():
     assert 1 <= result["env_steps"] <= 20 and result["new_tokens"] == result["env_steps"]
     assert {"physical_mean", "logical_mean", "layers"} <= set(result["cache"])
     assert {"prefill_s", "decode_s", "policy_s"} <= set(result["timing"])
-    again = suite.evaluate_sample(
-        samples[0], models, make_policy("h2o", budget=16), n_up=8, cache_mode="original", device="cpu"
-    )
+    again = suite.evaluate_sample(samples[0], models, CacheFactory(make_policy("h2o", budget=16), 8, "original"), "cpu")
     assert again["episode_return"] == result["episode_return"]
 
 
@@ -164,7 +159,7 @@ def test_v4_env_selectable():
     suite.load_model(None)
     sample = next(iter(suite.samples("walker2d-expert", None, None)))
     assert sample.metadata["env_id"] == "Walker2d-v4"
-    assert suite.evaluate_sample(sample, suite.models, make_policy("full"))["env_steps"] >= 1
+    assert suite.evaluate_sample(sample, suite.models, CacheFactory(make_policy("full")))["env_steps"] >= 1
 
 
 def test_unknown_env_quality_and_options():
@@ -226,7 +221,7 @@ def test_train_writes_transformers_dt_with_provenance(tmp_path, monkeypatch):
     assert info["generated"] is True and info["dataset_id"] == "generated/hopper/medium-v0"
     assert info["dataset_description"] == "GENERATED test data" and info["dataset_episodes"] == 4
     loaded = DTModels(str(out)).get("hopper-medium")
-    r = cached_rollout(loaded.model, loaded.spec, env, 0, make_policy("full"), max_steps=5)
+    r = cached_rollout(loaded.model, loaded.spec, env, 0, CacheFactory(make_policy("full")), max_steps=5)
     assert r.steps >= 1
     bad = parser.parse_args(["--task", "hopper-random", "--out", str(out)])
     assert train.main(bad) == 2

@@ -21,7 +21,8 @@ pytest.importorskip("av", reason="the video tests need PyAV (pip install av)")
 import policies
 from harness.errors import UsageError
 from tasks.base import DataError, TaskUnavailable
-from tasks.video import vlm
+from harness.cache_factory import CacheFactory
+from tasks.video import generate, inputs as video_inputs, vlm
 from tasks.video.frames import VideoError, read_frames, uniform_indices, write_test_video
 from tasks.video.longvideobench import LongVideoBench, parse_choice
 from tasks.video.mlvu import MLVU, extract_choice
@@ -125,17 +126,16 @@ def test_missing_video_extra_is_a_clear_error(monkeypatch, video):
 
 def test_tiny_model_token_accounting(bundle, frames):
     assert bundle.tokens_per_frame == TOKENS_PER_FRAME
-    assert bundle.model.config.text_config._attn_implementation == "kv_evict"  # attach reached the LM
-    inputs = vlm.build_inputs(bundle, frames, QUESTION)
+    inputs = video_inputs.build_inputs(bundle, frames, QUESTION)
     assert inputs.pixel_values_videos.shape == (1, N_FRAMES, 3, 84, 84)
     n_img = N_FRAMES * TOKENS_PER_FRAME
     assert int(inputs.image_mask.sum()) == n_img
     assert int((inputs.input_ids == bundle.video_token_id).sum()) == n_img
     assert inputs.frame_of[inputs.image_mask].tolist() == [f for f in range(N_FRAMES) for _ in range(TOKENS_PER_FRAME)]
-    text = vlm.chat_text(bundle.tokenizer, QUESTION)  # lmms-eval llava_hf's Vicuna fallback template
+    text = video_inputs.chat_text(bundle.tokenizer, QUESTION)  # lmms-eval llava_hf's Vicuna fallback template
     assert text.startswith("A chat between a curious user") and "USER: <video>\nWhat colour" in text
     assert text.endswith("ASSISTANT:")
-    assert vlm.count_input_tokens(bundle, QUESTION, N_FRAMES) == inputs.input_ids.shape[1]
+    assert video_inputs.count_input_tokens(bundle, QUESTION, N_FRAMES) == inputs.input_ids.shape[1]
 
 
 def test_processor_style_chat_template_gets_structured_content(bundle):
@@ -145,7 +145,7 @@ def test_processor_style_chat_template_gets_structured_content(bundle):
     saved = bundle.tokenizer.chat_template
     bundle.tokenizer.chat_template = template
     try:
-        assert vlm.chat_text(bundle.tokenizer, "Why?") == "USER: <video>\nWhy? ASSISTANT:"
+        assert video_inputs.chat_text(bundle.tokenizer, "Why?") == "USER: <video>\nWhy? ASSISTANT:"
     finally:
         bundle.tokenizer.chat_template = saved
 
@@ -154,9 +154,10 @@ def test_processor_style_chat_template_gets_structured_content(bundle):
 def test_full_policy_equals_unwrapped_model(bundle, frames, n_up):
     """``full`` through the eviction cache (chunked prefill of n_up tokens) answers exactly like the
     stock transformers ``generate`` on the same frames, greedy."""
-    inputs = vlm.build_inputs(bundle, frames, QUESTION)
-    reference = vlm.generate_unwrapped(bundle, inputs, max_new_tokens=12)
-    result = vlm.run_sample(bundle, frames, QUESTION, policies.make_policy("full"), 12, n_up=n_up)
+    inputs = video_inputs.build_inputs(bundle, frames, QUESTION)
+    reference = generate.generate_unwrapped(bundle, inputs, max_new_tokens=12)
+    result = generate.run_sample(bundle, frames, QUESTION, CacheFactory(policies.make_policy("full"), n_up), 12)
+    assert bundle.model.config.text_config._attn_implementation == "kv_evict"  # the factory's attach reached the LM
     assert result["tokens"] == reference and len(reference) > 0
     assert result["prediction"] == bundle.tokenizer.decode(reference, skip_special_tokens=True)
     modality = result["cache"]["modality"]
@@ -168,7 +169,7 @@ def test_full_policy_equals_unwrapped_model(bundle, frames, n_up):
 @pytest.mark.parametrize("make", [lambda: policies.make_policy("h2o", n_up=N_UP, budget=96), _namm],
                          ids=["h2o", "namm_bam"])
 def test_small_budget_evicts_image_tokens(bundle, frames, make):
-    result = vlm.run_sample(bundle, frames, QUESTION, make(), 6, n_up=N_UP)
+    result = generate.run_sample(bundle, frames, QUESTION, CacheFactory(make(), N_UP), 6)
     modality = result["cache"]["modality"]
     n_img = N_FRAMES * TOKENS_PER_FRAME
     assert modality["image_seen"] == n_img
@@ -181,8 +182,8 @@ def test_small_budget_evicts_image_tokens(bundle, frames, make):
 
 
 def test_namm_paper_threshold_shift_evicts_more(bundle, frames):
-    base = vlm.run_sample(bundle, frames, QUESTION, _namm(0.0), 2, n_up=N_UP)["cache"]["logical_mean"]
-    shifted = vlm.run_sample(bundle, frames, QUESTION, _namm(5.0), 2, n_up=N_UP)["cache"]["logical_mean"]
+    base = generate.run_sample(bundle, frames, QUESTION, CacheFactory(_namm(0.0), N_UP), 2)["cache"]["logical_mean"]
+    shifted = generate.run_sample(bundle, frames, QUESTION, CacheFactory(_namm(5.0), N_UP), 2)["cache"]["logical_mean"]
     assert shifted < base
 
 
@@ -251,7 +252,7 @@ def test_full_path_records_and_metrics(data, tiny_dir, suite_cls, sub, task):
     records = []
     for i, sample in enumerate(suite.samples(task, model_bundle.tokenizer, 4096)):
         policy = policies.make_policy("h2o", n_up=N_UP, budget=64)
-        result = suite.evaluate_sample(sample, model_bundle, policy, n_up=N_UP, cache_mode="original", device="cpu")
+        result = suite.evaluate_sample(sample, model_bundle, CacheFactory(policy, N_UP, "original"), device="cpu")
         assert {"prediction", "score", "new_tokens", "cache", "timing"} <= set(result)
         assert {"physical_mean", "logical_mean", "layers", "modality"} <= set(result["cache"])
         assert {"prefill_s", "decode_s", "policy_s"} <= set(result["timing"])
@@ -300,14 +301,14 @@ def stub_lmms_eval(monkeypatch):
     mods["lmms_eval.api.registry"].register_model = register_model
     for name, mod in mods.items():
         monkeypatch.setitem(sys.modules, name, mod)
-    monkeypatch.delitem(sys.modules, "tasks.video.lmms_model", raising=False)
+    monkeypatch.delitem(sys.modules, "harness.lmms_eval_model", raising=False)
     return registry
 
 
 def test_lmms_eval_model_generates_with_eviction(stub_lmms_eval, tiny_dir, video, tmp_path):
     import json
 
-    from tasks.video.lmms_model import NAMMVideo
+    from harness.lmms_eval_model import NAMMVideo
 
     assert stub_lmms_eval["namm_video"] is NAMMVideo
     stats = tmp_path / "stats.jsonl"
@@ -327,8 +328,8 @@ def test_lmms_eval_model_generates_with_eviction(stub_lmms_eval, tiny_dir, video
                      preprocess="builtin")
     full.task_dict = lm.task_dict
     [answer] = full.generate_until([request])
-    inputs = vlm.build_inputs(full.bundle, read_frames(video, N_FRAMES)[0], QUESTION)
-    reference = vlm.generate_unwrapped(full.bundle, inputs, 5)
+    inputs = video_inputs.build_inputs(full.bundle, read_frames(video, N_FRAMES)[0], QUESTION)
+    reference = generate.generate_unwrapped(full.bundle, inputs, 5)
     assert answer == full.bundle.tokenizer.decode(reference, skip_special_tokens=True)
 
     namm = NAMMVideo(pretrained=str(tiny_dir), policy="namm_bam", device="cpu", preprocess="builtin")
@@ -341,7 +342,7 @@ def test_default_run_imports_neither_lmms_eval_nor_torchvision():
     """Importing the suites, the entry-point module and the legacy plugin table pulls in neither."""
     import subprocess
 
-    code = ("import sys, tasks.video, tasks.video.lmms_plugin; "
+    code = ("import sys, tasks.video, harness.lmms_eval_plugin; "
             "print(sorted(m for m in ('lmms_eval', 'torchvision', 'av') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).parent.parent)
@@ -374,7 +375,7 @@ def test_runner_and_lmms_eval_paths_use_one_video_namm_threshold(stub_lmms_eval,
     same threshold: the paper's +5 shift by default, an explicit threshold as given."""
     from harness.runner import RunConfig, make_run_policy
     from tasks.video.base import NAMM_THRESHOLD_SHIFT
-    from tasks.video.lmms_model import NAMMVideo
+    from harness.lmms_eval_model import NAMMVideo
 
     assert NAMM_THRESHOLD_SHIFT == 5.0
     with warnings.catch_warnings():

@@ -6,7 +6,8 @@ timestep embedding, then ``embed_ln``; GPT-2 position ids all zero). transformer
 ``DecisionTransformerModel.forward`` does not take ``past_key_values``, so the cached rollout
 drives its GPT-2 encoder (``model.encoder``, a ``DecisionTransformerGPT2Model`` whose attention
 goes through transformers' attention interface and ``Cache.update``) directly with
-``inputs_embeds`` and our cache; no modeling code is forked. The action ``a_t`` is
+``inputs_embeds`` and an eviction cache made by the runner's cache factory
+(:class:`tasks.base.CacheFactory`); no modeling code is forked. The action ``a_t`` is
 ``predict_action`` of the encoder output at the ``s_t`` token.
 
 ``feed="step"`` (default) sends ``[a_{t-1}, R_t, s_t]`` in one forward call per env step;
@@ -26,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from harness.cache import EvictionCache
+from tasks.base import CacheFactory
 
 FEEDS = ("step", "token")
 
@@ -60,16 +61,14 @@ class Rollout:
 
 
 class CachedDT:
-    """Feed a DT token by token into an :class:`EvictionCache` and read action predictions."""
+    """Feed a DT token by token into an eviction cache (made by ``caches``) and read action predictions."""
 
-    def __init__(self, model, policy, n_up: int = 512, cache_mode: str = "original", feed: str = "step"):
-        from harness.attention import attach
-
+    def __init__(self, model, caches: CacheFactory, feed: str = "step"):
         if feed not in FEEDS:
             raise ValueError(f"unknown feed {feed!r}; choose one of {', '.join(FEEDS)}")
-        attach(model)  # idempotent: the encoder's attention goes through "kv_evict"
+        caches.attach(model)  # idempotent: the encoder's attention goes through the eviction kernel
         self.model, self.feed = model, feed
-        self.cache = EvictionCache(model.config, policy, n_up=n_up, mode=cache_mode)
+        self.cache = caches.new(model.config)
         self.param = next(model.parameters())
         self.pending: list[torch.Tensor] = []  # embedded tokens not yet fed
         self.physical_max = 0
@@ -124,20 +123,18 @@ def cached_rollout(
     spec: DTSpec,
     env,
     seed: int,
-    policy,
-    n_up: int = 512,
-    cache_mode: str = "original",
+    caches: CacheFactory,
     max_steps: int | None = None,
     feed: str = "step",
     reference_window: int | None | bool = False,
 ) -> Rollout:
-    """One episode with the DT fed token by token through an eviction cache.
+    """One episode with the DT fed token by token through an eviction cache made by ``caches``.
 
     ``reference_window`` (``None``: whole episode; ``N``: last N steps; ``False``: off) also computes,
     at every step, the stock uncached DT's action on exactly this rollout's history (teacher-forced,
     so chaotic env dynamics cannot amplify float rounding differences) into ``reference_actions``.
     """
-    dt = CachedDT(model, policy, n_up, cache_mode, feed)
+    dt = CachedDT(model, caches, feed)
     obs, _ = env.reset(seed=int(seed))
     rtg = spec.target_return / spec.return_scale
     actions, rewards, terminated = [], [], False

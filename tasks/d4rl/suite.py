@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from typing import ClassVar
 
 from tasks import register_suite
-from tasks.base import Sample, Suite, TaskUnavailable
+from tasks.base import CacheFactory, Sample, Suite, TaskUnavailable
 from tasks.d4rl.envs import (
     ENVS,
     MAX_EPISODE_STEPS,
@@ -139,11 +139,9 @@ class D4RL(Suite):
         return normalized_score(sample.metadata["env"], float(match.group(1))) / 100 if match else 0.0
 
     # ---- evaluation --------------------------------------------------------------------------
-    def evaluate_sample(
-        self, sample: Sample, model, policy, n_up: int = 512, cache_mode: str = "original", device="cpu"
-    ) -> dict:
-        """Roll one episode (env seed ``sample.metadata["seed"]``) with the DT through the eviction cache."""
-        from harness.cache import summarise_layers
+    def evaluate_sample(self, sample: Sample, model, caches: CacheFactory, device="cpu") -> dict:
+        """Roll one episode (env seed ``sample.metadata["seed"]``) with the DT through an eviction
+        cache made by ``caches`` (the runner's :class:`tasks.base.CacheFactory`)."""
         from tasks.d4rl.rollout import cached_rollout
 
         loaded = self._loaded(sample.task, model if hasattr(model, "get") else None)
@@ -158,9 +156,7 @@ class D4RL(Suite):
             spec,
             self._env(env),
             sample.metadata["seed"],
-            policy,
-            n_up,
-            cache_mode,
+            caches,
             self.max_steps,
             self.feed,
         )
@@ -170,7 +166,7 @@ class D4RL(Suite):
             "score": norm / 100,
             "new_tokens": r.steps,
             "cache": {
-                **summarise_layers(r.cache_stats),
+                **caches.summarise(r.cache_stats),
                 "physical_max": r.physical_max,
                 "physical_max_after_update": r.physical_max_after_update,
                 "updates": r.n_updates,

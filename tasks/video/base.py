@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import ClassVar
 
-from tasks.base import DataError, Sample, Suite, TaskUnavailable
+from tasks.base import CacheFactory, DataError, Sample, Suite, TaskUnavailable
 from tasks.video.frames import check_frame_count
 
 N_FRAMES = 48  # paper: 48 uniformly sampled frames x 12 x 12 tokens = 6912 image tokens
@@ -144,23 +144,22 @@ class VideoSuite(Suite):
 
     def input_tokens(self, sample: Sample, bundle) -> int:
         """Prompt tokens after the ``<video>`` placeholder is expanded (frames are not decoded)."""
-        from tasks.video.vlm import count_input_tokens
+        from tasks.video.inputs import count_input_tokens
 
         return count_input_tokens(bundle, sample.prompt, self.n_frames)
 
-    def evaluate_sample(self, sample: Sample, bundle, policy, n_up: int = 512, cache_mode: str = "original",
-                        device=None) -> dict:
-        """Frames → model with the eviction cache → answer → score; Evaluator.evaluate's keys plus
+    def evaluate_sample(self, sample: Sample, bundle, caches: CacheFactory, device=None) -> dict:
+        """Frames → model with an eviction cache from ``caches`` (the runner's
+        :class:`tasks.base.CacheFactory`) → answer → score; Evaluator.evaluate's keys plus
         ``input_tokens``/``image_tokens``/``text_tokens``, ``video`` (frame sampling) and
         ``cache.modality`` (image vs text tokens seen and kept)."""
         from tasks.video.frames import read_frames
-        from tasks.video.vlm import run_sample
+        from tasks.video.generate import run_sample
 
         start = time.perf_counter()
         frames, info = read_frames(sample.metadata["video"], self.n_frames)
         frames_s = time.perf_counter() - start
-        result = run_sample(bundle, frames, sample.prompt, policy, sample.max_new_tokens, n_up, cache_mode,
-                            self.prefill_chunk)
+        result = run_sample(bundle, frames, sample.prompt, caches, sample.max_new_tokens, self.prefill_chunk)
         result.pop("tokens")
         result["timing"]["frames_s"] = round(frames_s, 4)
         result["score"] = float(self.score(sample, result["prediction"]))

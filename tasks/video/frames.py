@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.errors import UsageError
+from tasks.base import UsageError
 from tasks.base import DataError
 
 INSTALL_HINT = "pip install -e '.[video]'  (or: pip install av)"

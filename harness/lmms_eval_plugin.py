@@ -3,14 +3,14 @@
 Declared in ``pyproject.toml`` as::
 
     [project.entry-points."lmms_eval.models"]
-    namm_video = "tasks.video.lmms_plugin:manifests"
+    namm_video = "harness.lmms_eval_plugin:manifests"
 
 lmms-eval calls :func:`manifests` while building its model registry; the model module
-(:mod:`tasks.video.lmms_model`) is imported only when ``--model namm_video`` is used.
+(:mod:`harness.lmms_eval_model`) is imported only when ``--model namm_video`` is used.
 """
 
 MODEL_ID = "namm_video"
-CLASS_PATH = "tasks.video.lmms_model.NAMMVideo"
+CLASS_PATH = "harness.lmms_eval_model.NAMMVideo"
 
 
 def manifests():

@@ -1,7 +1,7 @@
 """Score grid without the runner: every task × seed through ``D4RL.evaluate_sample`` (what the
 runner does for this suite), for a few policies; writes one JSON with per-task means.
 
-    python -m tasks.d4rl.scores --policies full,h2o:2048,h2o:512 --seeds 20 --out results/d4rl/scores.json
+    python -m harness.d4rl_scores --policies full,h2o:2048,h2o:512 --seeds 20 --out results/d4rl/scores.json
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ def main(argv=None) -> int:
     import numpy as np
     import torch
 
+    from harness.cache_factory import CacheFactory
     from policies import make_policy
     from tasks.d4rl.suite import D4RL
 
@@ -39,7 +40,8 @@ def main(argv=None) -> int:
             policy = make_policy(pname, budget=int(budget) if budget else None, n_up=args.n_up)
         for task in tasks:
             start = time.perf_counter()
-            res = [suite.evaluate_sample(s, models, policy, args.n_up) for s in suite.samples(task, None, None)]
+            caches = CacheFactory(policy, args.n_up)
+            res = [suite.evaluate_sample(s, models, caches) for s in suite.samples(task, None, None)]
             row = {
                 "normalized_mean": round(float(np.mean([r["normalized_score"] for r in res])), 2),
                 "normalized_std": round(float(np.std([r["normalized_score"] for r in res])), 2),

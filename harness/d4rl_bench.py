@@ -2,7 +2,7 @@
 uncached DT recomputing its window every step (full episode = the paper's setting; and the
 original DT evaluation's 20-step window, for reference).
 
-    python -m tasks.d4rl.bench --task halfcheetah-expert --steps 1000 --out results/d4rl/bench.json
+    python -m harness.d4rl_bench --task halfcheetah-expert --steps 1000 --out results/d4rl/bench.json
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import warnings
 def main(argv=None) -> int:
     import torch
 
+    from harness.cache_factory import CacheFactory
     from policies import make_policy
     from tasks.d4rl.envs import make_env, normalized_score, split_task
     from tasks.d4rl.model import DTModels
@@ -61,7 +62,7 @@ def main(argv=None) -> int:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             policy = make_policy(name, budget=args.budget, n_up=args.n_up)
-        r = cached_rollout(loaded.model, loaded.spec, env, args.seed, policy, args.n_up, max_steps=args.steps)
+        r = cached_rollout(loaded.model, loaded.spec, env, args.seed, CacheFactory(policy, args.n_up), max_steps=args.steps)
         record(f"cached/{name}", r, {"budget": getattr(policy, "budget", None), "n_up": args.n_up})
     for w in args.uncached_windows.split(","):
         window = None if w == "full" else int(w)

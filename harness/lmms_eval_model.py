@@ -4,7 +4,7 @@ eviction cache. Imported only when lmms-eval is installed (it imports lmms_eval)
 Registration with lmms-eval (see ``tasks/video/README.md``):
 
 - entry point (lmms-eval's registry v2, checked with lmms-eval 0.7.3): group ``lmms_eval.models``,
-  name ``namm_video``, value ``tasks.video.lmms_plugin:manifests`` (declared in this project's
+  name ``namm_video``, value ``harness.lmms_eval_plugin:manifests`` (declared in this project's
   ``pyproject.toml``);
 - in-process: importing this module also registers the class with ``lmms_eval.api.registry``
   (the decorator older lmms-eval versions look up).
@@ -37,9 +37,12 @@ import torch
 from lmms_eval.api.model import lmms
 from lmms_eval.api.registry import register_model
 
+from harness.cache_factory import CacheFactory
 from tasks.video.base import NAMM_THRESHOLD_SHIFT, namm_video_threshold
 from tasks.video.frames import read_frames
-from tasks.video.vlm import VideoBundle, count_input_tokens, load_video_model, run_sample
+from tasks.video.generate import run_sample
+from tasks.video.inputs import count_input_tokens
+from tasks.video.vlm import VideoBundle, load_video_model
 
 NAME = "namm_video"
 
@@ -124,8 +127,8 @@ class NAMMVideo(lmms):
                                  f"for {task} doc {doc_id}")
             frames, info = read_frames(videos[0], self.max_frames_num)
             max_new = int((gen_kwargs or {}).get("max_new_tokens", 32))
-            result = run_sample(self.bundle, frames, context, self._policy_for(context), max_new, self.n_up,
-                                self.cache_mode, self.prefill_chunk)
+            caches = CacheFactory(self._policy_for(context), self.n_up, self.cache_mode)
+            result = run_sample(self.bundle, frames, context, caches, max_new, self.prefill_chunk)
             out.append(result["prediction"])
             record = {"task": task, "doc_id": doc_id, "prediction": result["prediction"],
                       "new_tokens": result["new_tokens"], "input_tokens": result["input_tokens"],
