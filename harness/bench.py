@@ -89,7 +89,9 @@ def main(args) -> int:
     from harness.errors import UsageError, choose
 
     choose("--dtype", args.dtype, ["float32", "bfloat16", "float16"])
+    from harness.runner import check_device
 
+    check_device(args.device)
     names = [p for p in args.policies.split(",") if p]
     for name in names:
         choose("policy", name, policies.POLICIES)

@@ -73,6 +73,9 @@ def main(args) -> int:
     if args.limit < 1 or args.init_sigma < 0 or not 0 < args.gamma < 1:
         raise UsageError("--limit must be >= 1, --init-sigma >= 0 and --gamma in (0, 1)")
     choose("--dtype", args.dtype, ["float32", "bfloat16", "float16"])
+    from harness.runner import check_device
+
+    check_device(args.device)
     model, tokenizer, source = load_model(args.model, device=args.device, dtype=args.dtype)
     max_length = args.max_length or model.config.get_text_config().max_position_embeddings
     samples = [s for t in selected for i, s in enumerate(suite.samples(t, tokenizer, max_length=max_length, seed=args.seed))

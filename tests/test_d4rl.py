@@ -197,6 +197,49 @@ def test_dataset_not_found_offline(tmp_path, monkeypatch):
         DTModels("no-such-user/no-such-dt").get("hopper-medium")
 
 
+class ConnectionError(Exception):  # noqa: A001  (named like requests' offline error)
+    pass
+
+
+@pytest.mark.parametrize("failure,falls_back", [(ConnectionError("Max retries exceeded"), True),
+                                                (PermissionError("cache not writable"), False),
+                                                (ValueError("unsupported dataset schema 3"), False)])
+def test_minari_download_only_falls_back_when_offline(tmp_path, monkeypatch, failure, falls_back):
+    """``download=True``: offline → the next source (here none: DatasetNotFound); any other failure
+    → a DataError naming the dataset and the cause, never a silent switch to generated data."""
+    import minari
+
+    from tasks.base import DataError
+    from tasks.d4rl.data import DatasetNotFound, find_dataset
+
+    def load_dataset(dataset_id, download=False):
+        raise failure
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))
+    monkeypatch.setattr(minari, "load_dataset", load_dataset)
+    if falls_back:
+        with pytest.raises(DatasetNotFound):
+            find_dataset("hopper", "medium", download=True)
+    else:
+        with pytest.raises(DataError, match=rf"mujoco/hopper/medium-v0 could not be downloaded \({type(failure).__name__}"):
+            find_dataset("hopper", "medium", download=True)
+
+
+def test_unlistable_minari_root_is_an_error(tmp_path, monkeypatch):
+    import minari
+
+    from tasks.base import DataError
+    from tasks.d4rl.data import find_dataset
+
+    def broken():
+        raise OSError("metadata.json: bad JSON")
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))
+    monkeypatch.setattr(minari, "list_local_datasets", broken)
+    with pytest.raises(DataError, match="could not be listed .OSError: metadata.json: bad JSON"):
+        find_dataset("hopper", "medium")
+
+
 def test_train_writes_transformers_dt_with_provenance(tmp_path, monkeypatch):
     import argparse
 

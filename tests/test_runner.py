@@ -184,3 +184,17 @@ def test_default_run_dir_has_no_colons():
 
     config = RunConfig(policy="kvpress:KnormPress:0.5", suite="lm-eval:toy_passkey", cache_size=0.5)
     assert default_out(config, "smollm2") == Path("runs") / "lm-eval_toy_passkey" / "kvpress_KnormPress_0.5-cs0.5-smollm2"
+
+
+@pytest.mark.parametrize("command", [
+    ["fit", "--stages", "passkey:1", "--out"],
+    ["namm-init", "--out"],
+    ["bench", "--out"],
+])
+def test_every_command_refuses_a_bad_device_in_one_line(command, tmp_path, capsys):
+    """``fit``, ``namm-init`` and ``bench`` check ``--device`` like ``run``: one line, exit 2, nothing written."""
+    out = tmp_path / "never"
+    assert main([*command, str(out), "--device", "tpu"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == ["error: --device 'tpu' is not a device; use cpu, cuda, cuda:N or mps"], lines
+    assert not out.exists()

@@ -66,6 +66,9 @@ def main(args) -> int:
     from harness.fit.stopping import Stopper, parse_duration
     from harness.suite_args import parse_suite_args
 
+    from harness.runner import check_device
+
+    check_device(args.device)
     stopper = Stopper(parse_duration(args.stop_after), args.stop_after) if args.stop_after is not None else Stopper()
     if not args.stages:
         raise UsageError("give at least one --stages TASKS[:GENERATIONS], e.g. --stages passkey:10")

@@ -4,10 +4,13 @@ Lookup order for a task (``MINARI_DATASETS_PATH`` is honoured by minari itself):
 
 1. ``mujoco/<env>/<quality>-v0`` in the local minari root (the Farama re-collection of D4RL's
    grid on gymnasium v5 envs; ``minari download mujoco/hopper/medium-v0`` where there is network);
-2. with ``download=True``, minari's remote (fails cleanly offline);
+2. with ``download=True``, minari's remote; only "offline" (:func:`tasks.data.is_offline_error`)
+   falls through to the next source, any other failure is a :class:`DataError` naming its cause;
 3. ``generated/<env>/<quality>-v0``: made here by :mod:`tasks.d4rl.generate` (NOT D4RL data).
 
-:class:`DatasetNotFound` (a :class:`TaskUnavailable`) says how to provide one.
+:class:`DatasetNotFound` (a :class:`TaskUnavailable`) says how to provide one. A local minari root
+that cannot be listed is a :class:`DataError` too: it never turns silently into "use the generated
+data".
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import numpy as np
 
 from tasks.base import DataError, TaskUnavailable
 from tasks.d4rl.envs import ENVS, QUALITIES
+from tasks.data import is_offline_error
 
 OFFICIAL = "mujoco"
 GENERATED = "generated"
@@ -42,12 +46,21 @@ def _minari():
     return minari
 
 
+def _cause(err: BaseException) -> str:
+    first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    return f"{type(err).__name__}: {first}" if first else type(err).__name__
+
+
 def local_ids() -> set[str]:
+    """Dataset ids in the local minari root; a root that cannot be listed is a :class:`DataError`."""
     minari = _minari()
     try:
         return set(minari.list_local_datasets())
-    except Exception:  # noqa: BLE001  (a malformed local dataset must not hide the others)
-        return set()
+    except Exception as err:  # noqa: BLE001  (any cause: say it, never fall back silently)
+        from minari.storage.datasets_root_dir import get_dataset_path
+
+        raise DataError(f"the minari datasets under {get_dataset_path()} (MINARI_DATASETS_PATH) could not be "
+                        f"listed ({_cause(err)}); fix or move the malformed dataset folder") from err
 
 
 def find_dataset(env: str, quality: str, download: bool = False, source: str = "auto"):
@@ -63,8 +76,10 @@ def find_dataset(env: str, quality: str, download: bool = False, source: str = "
         if download and kind == "minari":
             try:
                 return minari.load_dataset(dataset_id, download=True), dataset_id, kind
-            except Exception:  # noqa: BLE001, S110  (offline: fall through to the generated data)
-                pass
+            except Exception as err:  # noqa: BLE001  (only "offline" falls through to the next source)
+                if not is_offline_error(err):
+                    raise DataError(f"minari dataset {dataset_id} could not be downloaded ({_cause(err)}); "
+                                    "fix that, or copy the dataset folder into MINARI_DATASETS_PATH") from err
     root = get_dataset_path()
     raise DatasetNotFound(
         f"no dataset for {env}-{quality} under {root} (MINARI_DATASETS_PATH): looked for "
