@@ -82,6 +82,11 @@ class Sample:
     True and the model has one; ``answer_prefix`` follows the templated prompt (or the plain
     prompt). ``metadata`` is copied into the record (context length, depth,
     ``source`` and ``generated`` — see the module docstring).
+
+    ``question`` is the final part of ``prompt`` that follows the context (the question and its
+    instructions; ``prompt.endswith(question)``), for the kvpress protocol (``--protocol kvpress``):
+    the context is prefilled and compressed once, the question is never compressed. Empty when a
+    suite cannot split its samples.
     """
 
     id: str
@@ -93,6 +98,7 @@ class Sample:
     all_classes: list[str] | None = None
     chat: bool = True
     answer_prefix: str = ""  # text the answer starts with (after the chat template's assistant opening)
+    question: str = ""  # suffix of prompt after the context (kvpress protocol); "" = not splittable
 
     @property
     def generated(self) -> bool:
