@@ -27,6 +27,11 @@ pushed to the policy chunk by chunk as it is computed; streaming requires that e
 ``n_up`` ends a forward chunk (a prefill chunk dividing ``n_up``), and an update that would see other
 rows is an error. ``max_tokens`` (the most tokens the cache will see) lets a layer skip collecting
 attention in a last window that can never reach an update.
+
+The kvpress protocol (``once_at``, ``keep_tokens``): the policy runs exactly once, when the tokens
+seen reach ``once_at`` (the end of the context, so ``n_up`` becomes ``once_at``), keeping each
+head's ``keep_tokens`` best-scored tokens (kvpress: ``int(n_context * (1 - compression_ratio))``);
+the tokens after it (question, answer) are never compressed and need no attention collected.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 
-from policies.base import LayerView, Policy
+from policies.base import LayerView, Policy, topk_mask
 
 MODES = ("original", "exact")
 
@@ -57,8 +62,13 @@ class EvictionLayer(DynamicLayer):
     """One full-attention layer's cache under an eviction policy. See the module docstring."""
 
     def __init__(self, policy: Policy, layer_idx: int, n_up: int = 512, mode: str = "original",
-                 stream_rows: bool = False, max_tokens: int | None = None):
+                 stream_rows: bool = False, max_tokens: int | None = None, once_at: int | None = None,
+                 keep_tokens: int | None = None):
         super().__init__()
+        if once_at is not None:
+            if once_at < 1:
+                raise ValueError(f"once_at must be a positive token count, got {once_at}")
+            n_up = once_at
         if mode not in MODES:
             raise ValueError(f"unknown cache mode {mode!r}; choose one of {', '.join(MODES)}")
         if n_up < 1:
@@ -66,6 +76,8 @@ class EvictionLayer(DynamicLayer):
         self.policy, self.layer_idx, self.n_up, self.mode = policy, layer_idx, n_up, mode
         self.stream_rows = stream_rows  # hand "rows" to the policy's stream as they arrive (no buffer)
         self.max_tokens = max_tokens  # most tokens this cache will see (None: unknown)
+        self.once = once_at is not None  # kvpress protocol: one update, at once_at tokens, then none
+        self.keep_tokens = keep_tokens  # keep exactly this many best-scored tokens per head (None: the policy's set)
         self.defer = False  # True: maybe_evict waits (see EvictionCache.shared_prefill)
         self._clear()
 
@@ -128,7 +140,7 @@ class EvictionLayer(DynamicLayer):
         """What the policy needs collected now: None when it never evicts, or when no update can
         happen any more (the next multiple of ``n_up`` lies beyond ``max_tokens``), so the last,
         incomplete window runs the fused sdpa kernels instead of materialising probabilities."""
-        if not self.policy.evicts:
+        if not self.policy.evicts or (self.once and self.n_updates):
             return None
         if self.max_tokens is not None and (self.updated_at // self.n_up + 1) * self.n_up > self.max_tokens:
             return None
@@ -176,6 +188,8 @@ class EvictionLayer(DynamicLayer):
         """Run the policy if the tokens seen crossed a multiple of ``n_up`` since the last update."""
         if self.defer or not self.policy.evicts or self.seen // self.n_up == self.updated_at // self.n_up:
             return
+        if self.once and self.n_updates:
+            return
         start = time.perf_counter()
         n = self.keys.shape[-2]
         valid = self.valid if self.valid is not None else torch.ones_like(self.positions, dtype=torch.bool)
@@ -197,11 +211,14 @@ class EvictionLayer(DynamicLayer):
             window=window,
         )
         selection = self.policy.select(view)
+        keep = selection.keep
+        if self.keep_tokens is not None:  # the policy's scores rank; the count is fixed
+            keep = topk_mask(selection.scores.float().masked_fill(~valid, float("-inf")), self.keep_tokens)
         self.state = view.state
         self.attn_sum, self.attn_rows = None, []
         self.updated_at = self.seen
         self.n_updates += 1
-        self._evict(selection.scores, selection.keep & valid, valid)
+        self._evict(selection.scores, keep & valid, valid)
         self.policy_s += time.perf_counter() - start
 
     # ---- internals -------------------------------------------------------------------------------
@@ -309,12 +326,13 @@ class EvictionCache(Cache):
     """
 
     def __init__(self, config, policy: Policy, n_up: int = 512, mode: str = "original", stream_rows: bool = False,
-                 max_tokens: int | None = None):
+                 max_tokens: int | None = None, once_at: int | None = None, keep_tokens: int | None = None):
         # transformers' own per-layer choice (same call on 5.2 and 5.23); plain full-attention layers evict
         stock = DynamicCache(config=config).layers
+        n_up = once_at if once_at is not None else n_up
         stream_rows = stream_rows and policy.open_window({}, n_up) is not None
-        layers = [EvictionLayer(policy, i, n_up, mode, stream_rows, max_tokens) if type(layer) is DynamicLayer else layer
-                  for i, layer in enumerate(stock)]
+        layers = [EvictionLayer(policy, i, n_up, mode, stream_rows, max_tokens, once_at, keep_tokens)
+                  if type(layer) is DynamicLayer else layer for i, layer in enumerate(stock)]
         super().__init__(layers=layers)
         self.policy, self.n_up, self.mode = policy, n_up, mode
 

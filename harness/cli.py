@@ -56,6 +56,13 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chat-template", default="auto", help="auto (use the model's if it has one), on or off")
     p.add_argument("--truncation", default="paper", help="paper: middle-crop the templated prompt to max-length "
                    "minus max new tokens; longbench: the official pred.py rule (crop the plain prompt to max-length)")
+    p.add_argument("--protocol", default="paper", help="paper: the policy runs every n-up tokens over the whole "
+                   "prompt (default); kvpress: the context is prefilled and compressed once, the question never "
+                   "(NVIDIA kvpress's leaderboard protocol; needs --compression-ratio)")
+    p.add_argument("--compression-ratio", type=float, help="kvpress protocol: fraction of the context's tokens "
+                   "evicted per KV head, 0 <= R < 1 (kept: int(n_context * (1 - R)))")
+    p.add_argument("--query-aware", action="store_true", help="kvpress protocol: compress the question with "
+                   "the context (kvpress's query_aware)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1")
     p.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
@@ -85,6 +92,9 @@ def _run(args) -> int:
         prefill_chunk=args.prefill_chunk,
         chat_template=args.chat_template,
         truncation=args.truncation,
+        protocol=args.protocol,
+        compression_ratio=args.compression_ratio,
+        query_aware=args.query_aware,
         seed=args.seed,
         device=args.device,
         dtype=args.dtype,

@@ -17,14 +17,20 @@ from harness.generation import greedy_generate, middle_crop
 from tasks.base import stop_token_ids
 
 
+def uses_chat(tokenizer, sample, chat_template: str) -> bool:
+    """Whether ``sample`` is fed in the chat template (``auto``: when the sample asks for it and the
+    tokenizer has one; ``on`` without a template is a :class:`UsageError`)."""
+    use_chat = chat_template == "on" or (chat_template == "auto" and sample.chat and tokenizer.chat_template)
+    if use_chat and not tokenizer.chat_template:
+        raise UsageError("--chat-template on, but the model's tokenizer has no chat template; use auto or off")
+    return bool(use_chat)
+
+
 def format_prompt(tokenizer, sample, chat_template: str) -> list[int]:
     """Token ids of ``sample``: its prompt, in the chat template when ``chat_template`` says so
     (``auto``: when the sample asks for it and the tokenizer has one), then its answer prefix."""
     prefix = sample.answer_prefix
-    use_chat = chat_template == "on" or (chat_template == "auto" and sample.chat and tokenizer.chat_template)
-    if use_chat:
-        if not tokenizer.chat_template:
-            raise UsageError("--chat-template on, but the model's tokenizer has no chat template; use auto or off")
+    if uses_chat(tokenizer, sample, chat_template):
         ids = tokenizer.apply_chat_template(
             [{"role": "user", "content": sample.prompt}], add_generation_prompt=True, tokenize=True, return_dict=False
         )
@@ -44,6 +50,9 @@ class Evaluator:
     chat_template: str = "auto"
     device: str = "cpu"
     truncation: str = "paper"
+    protocol: str = "paper"  # or "kvpress": the context compressed once (harness/kvpress_protocol.py)
+    compression_ratio: float = 0.0  # kvpress protocol: the fraction of the context's tokens evicted
+    query_aware: bool = False  # kvpress protocol: the question is part of the compressed context
 
     def __post_init__(self):
         self.stop_ids = stop_token_ids(self.model, self.tokenizer)
@@ -81,15 +90,40 @@ class Evaluator:
 
     def evaluate(self, sample, policy, batch: int = 1, cropped: list[int] | None = None) -> list[dict]:
         """Generate and score; one result per batch element (prediction, score, cache, timing)."""
+        if self.protocol == "kvpress":
+            return self._evaluate_kvpress(sample, policy, batch)
         cropped = cropped if cropped is not None else self.inputs(sample)[1]
         chunk = self.prefill_chunk or self.n_up
         # streamed NAMM features need every n_up-th token to end a forward chunk; greedy_generate
         # feeds the prompt and all but the last new token
         cache = EvictionCache(self.model.config, policy, n_up=self.n_up, mode=self.cache_mode,
                               stream_rows=self.n_up % chunk == 0, max_tokens=len(cropped) + sample.max_new_tokens - 1)
-        input_ids = torch.tensor([cropped], device=self.device).expand(batch, -1)
+        return self._generate(sample, cache, cropped, batch, chunk)
+
+    def kvpress_inputs(self, sample, policy) -> tuple[EvictionCache, list[int], int, dict]:
+        """The kvpress protocol's ``(cache, ids fed, context tokens, record info)`` for ``sample``: the
+        cache compresses the context once, at its end, to ``int(n_context * (1 - R))`` tokens per KV
+        head ranked by the policy's scores; the question after it is never compressed."""
+        from harness.kvpress_protocol import context_and_question, kept_tokens, with_budget
+
+        context, question = context_and_question(self.tokenizer, sample, self.chat_template, self.query_aware,
+                                                 self.max_length)
+        keep = kept_tokens(len(context), self.compression_ratio)
+        cache = EvictionCache(self.model.config, with_budget(policy, keep), mode=self.cache_mode, stream_rows=True,
+                              once_at=len(context), keep_tokens=keep)
+        info = {"context_tokens": len(context), "question_tokens": len(question), "kept_tokens": keep,
+                "compression_ratio": self.compression_ratio, "query_aware": self.query_aware}
+        return cache, context + question, len(context), info
+
+    def _evaluate_kvpress(self, sample, policy, batch: int) -> list[dict]:
+        cache, ids, n_context, info = self.kvpress_inputs(sample, policy)
+        results = self._generate(sample, cache, ids, batch, self.prefill_chunk or self.n_up, split=n_context)
+        return [{**r, "kvpress": info} for r in results]
+
+    def _generate(self, sample, cache, ids: list[int], batch: int, chunk: int, split: int | None = None) -> list[dict]:
+        input_ids = torch.tensor([ids], device=self.device).expand(batch, -1)
         gen = greedy_generate(self.model, input_ids, cache, sample.max_new_tokens, chunk,
-                              self.stop_ids, shared_prefix=batch > 1)
+                              self.stop_ids, shared_prefix=batch > 1, split=split)
         results = []
         for i, tokens in enumerate(gen.batch_tokens):
             prediction = self.tokenizer.decode(tokens, skip_special_tokens=True)

@@ -25,8 +25,12 @@ def greedy_generate(
     chunk_size: int = 512,
     stop_ids: set[int] = frozenset(),
     shared_prefix: bool = False,
+    split: int | None = None,
 ) -> Generation:
     """Feed ``input_ids`` (``[batch, L]``) in ``chunk_size`` chunks, then decode greedily.
+
+    ``split``: no chunk crosses this token index (the chunks restart there): the kvpress protocol
+    feeds the context (``input_ids[:, :split]``, compressed once at its end) apart from the question.
 
     Positions come from the cache (tokens seen), so eviction between chunks is transparent.
     Each batch element stops after ``max_new_tokens`` or at a stop id (which is not returned);
@@ -38,12 +42,18 @@ def greedy_generate(
     logits = None
     batch = input_ids.shape[0]
     first = 0
+    length = input_ids.shape[1]
+    bounds = [(s, min(s + chunk_size, length)) for s in range(0, length, chunk_size)]
+    if split is not None and 0 < split < length:
+        bounds = ([(s, min(s + chunk_size, split)) for s in range(0, split, chunk_size)]
+                  + [(s, min(s + chunk_size, length)) for s in range(split, length, chunk_size)])
     if shared_prefix and batch > 1:  # identical rows: the first chunk runs once (EvictionCache.shared_prefill)
-        out = cache.shared_prefill(lambda: model(input_ids=input_ids[:1, :chunk_size], past_key_values=cache,
+        end = bounds[0][1]
+        out = cache.shared_prefill(lambda: model(input_ids=input_ids[:1, :end], past_key_values=cache,
                                                  use_cache=True, logits_to_keep=1), batch)
-        logits, first = out.logits[:, -1].expand(batch, -1), chunk_size
-    for s in range(first, input_ids.shape[1], chunk_size):
-        out = model(input_ids=input_ids[:, s : s + chunk_size], past_key_values=cache, use_cache=True, logits_to_keep=1)
+        logits, first = out.logits[:, -1].expand(batch, -1), 1
+    for s, e in bounds[first:]:
+        out = model(input_ids=input_ids[:, s:e], past_key_values=cache, use_cache=True, logits_to_keep=1)
         logits = out.logits[:, -1]
     prefill_s = time.perf_counter() - start
     tokens: list[list[int]] = [[] for _ in range(batch)]

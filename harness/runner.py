@@ -53,10 +53,15 @@ class RunConfig:
     device: str = "cpu"
     dtype: str = "float32"
     policy_options: dict = field(default_factory=dict)
+    protocol: str = "paper"  # paper (the policy every n_up tokens) or kvpress (the context compressed once)
+    compression_ratio: float | None = None  # kvpress protocol: fraction of the context evicted
+    query_aware: bool = False  # kvpress protocol: the question is compressed with the context
 
     def identity(self) -> dict:
-        """The fields that must match for a run directory to be resumed."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k != "device"}
+        """The fields that must match for a run directory to be resumed (the kvpress protocol's
+        fields only under it, so run directories made before it existed still resume)."""
+        skip = {"device"} | ({"protocol", "compression_ratio", "query_aware"} if self.protocol == "paper" else set())
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
 
 
 def validate(config: RunConfig):
@@ -81,6 +86,9 @@ def validate(config: RunConfig):
             raise UsageError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
     if config.recent_window is not None and config.recent_window < 0:
         raise UsageError(f"--recent-window must be >= 0, got {config.recent_window}")
+    from harness.kvpress_protocol import validate_protocol
+
+    validate_protocol(config, suite)
     check_device(config.device)
     return suite, selected
 
@@ -295,6 +303,11 @@ def run(config: RunConfig, out: str | Path | None = None, progress: bool = True)
                                  warn=None if world.rank == 0 else (lambda line: None))
     if not custom:
         check_room(work, tokenizer, max_length, config, context)
+    if config.protocol == "kvpress":
+        from harness.kvpress_protocol import check_splittable
+
+        for _, sample in work:
+            check_splittable(sample, config.suite, config.query_aware)
     if world.rank == 0:
         prepare_run_dir(run_dir, config, meta, note_resume=True)
     world.barrier()
@@ -305,7 +318,8 @@ def run(config: RunConfig, out: str | Path | None = None, progress: bool = True)
     mine = [(i, s) for i, s in work if i % world.size == world.rank and (s.task, s.id) not in done]
     target = run_dir / records.RECORDS if world.size == 1 else records.rank_file(run_dir, world.rank)
     evaluator = None if custom else Evaluator(model, tokenizer, suite, max_length, config.n_up, config.cache_mode,
-                                              config.prefill_chunk, config.chat_template, device, config.truncation)
+                                              config.prefill_chunk, config.chat_template, device, config.truncation,
+                                              config.protocol, config.compression_ratio or 0.0, config.query_aware)
 
     bar = _progress(len(mine), world.rank == 0 and progress, f"{config.suite}/{config.policy}")
     for index, sample in mine:
@@ -318,6 +332,8 @@ def run(config: RunConfig, out: str | Path | None = None, progress: bool = True)
             policy = policy_for_sample(run_policy, config, len(cropped))
             result = evaluator.evaluate(sample, policy, cropped=cropped)[0]
         extra = {k: v for k, v in result.items() if k not in _RESULT_KEYS}
+        kvpress = result.get("kvpress")  # the kvpress protocol feeds its own split of the prompt
+        fed = kvpress["context_tokens"] + kvpress["question_tokens"] if kvpress else len(cropped)
         records.append_record(
             target,
             {
@@ -329,11 +345,11 @@ def run(config: RunConfig, out: str | Path | None = None, progress: bool = True)
                 "answers": sample.answers,
                 "score": result["score"],
                 "prompt_tokens": len(ids),
-                "input_tokens": len(cropped),
+                "input_tokens": fed,
                 "new_tokens": result["new_tokens"],
                 "generated_data": suite.generated or sample.generated,
                 "source": sample.metadata.get("source", "generated" if suite.generated else None),
-                "budget": getattr(policy, "budget", None),
+                "budget": kvpress["kept_tokens"] if kvpress else getattr(policy, "budget", None),
                 "cache": result["cache"],
                 "metadata": sample.metadata,
                 "timing": result["timing"],

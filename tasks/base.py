@@ -44,6 +44,15 @@ class CacheFactory(Protocol):
         """A record's ``cache`` entry (``physical_mean``, ``logical_mean``, ``layers``) from ``cache.stats()``."""
 
 
+def question_after(prompt: str, context: str | None) -> str:
+    """The part of ``prompt`` after its (last) occurrence of ``context``: :attr:`Sample.question` of
+    a prompt made by formatting a template with the context verbatim; "" when it is not there."""
+    if not context:
+        return ""
+    at = prompt.rfind(context)
+    return prompt[at + len(context):] if at >= 0 else ""
+
+
 def stop_token_ids(model, tokenizer) -> set[int]:
     """End-of-sequence ids from the tokenizer and the model's generation config (shared by the
     runner's generation and the suites that generate in their own loop)."""

@@ -52,7 +52,7 @@ from typing import Iterator
 
 from tasks import register_suite
 from tasks import infinitebench_synth as synth
-from tasks.base import ContextTooSmall, DataError, Sample, Suite, TaskUnavailable
+from tasks.base import ContextTooSmall, DataError, Sample, Suite, TaskUnavailable, question_after
 from tasks.data import find_file, hub_failure, hub_reachable, load_hub, read_jsonl
 from tasks.infinitebench_prompts import (  # noqa: F401  (re-exported: the record level of this suite)
     CHOICE_TASKS, TEMPLATES, answers_as_strings, check_record, create_prompt, get_answer,
@@ -297,7 +297,8 @@ class InfiniteBench(Suite):
                 meta["depth"] = depth
             if mnt != MAX_NEW_TOKENS[task]:
                 meta["max_new_tokens_official"] = MAX_NEW_TOKENS[task]
-            out.append(Sample(id=sid, task=task, prompt=create_prompt(task, rec),
+            prompt = create_prompt(task, rec)
+            out.append(Sample(id=sid, task=task, prompt=prompt, question=question_after(prompt, rec["context"]),
                               answers=answers_as_strings(task, get_answer(task, rec)), max_new_tokens=mnt,
                               metadata=meta, chat=self.uses_chat(task)))
         return out
@@ -335,8 +336,9 @@ class InfiniteBench(Suite):
         if depth is not None:
             meta["depth"] = depth
         meta.update({k: round(v, 4) if isinstance(v, float) else v for k, v in gen.items()})
-        return Sample(id=f"{task}-{length}-{index}", task=task, prompt=create_prompt(task, rec),
-                      answers=answers_as_strings(task, get_answer(task, rec)), max_new_tokens=mnt, metadata=meta,
+        prompt = create_prompt(task, rec)
+        return Sample(id=f"{task}-{length}-{index}", task=task, prompt=prompt,
+                      question=question_after(prompt, rec["context"]), answers=answers_as_strings(task, get_answer(task, rec)), max_new_tokens=mnt, metadata=meta,
                       chat=self.uses_chat(task))
 
     def score(self, sample: Sample, prediction: str) -> float:

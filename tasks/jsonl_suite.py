@@ -141,6 +141,7 @@ class JsonlSuite(Suite):
         ids.add(sid)
         self.by_task.setdefault(task, []).append(Sample(
             id=sid, task=task, prompt=rec["context"] + rec["question"], answer_prefix=rec["answer_prefix"],
+            question=rec["question"],
             answers=answers, max_new_tokens=int(rec.get("max_new_tokens") or self.max_new_tokens),
             metadata={"source": "user", "generated": False, "metric": metric, "file": str(path), "where": where},
         ))

@@ -296,6 +296,7 @@ class LongBench(OfficialDataSuite):
             if query and context.count(query) != 1:  # pragma: no cover - checked in _retrieval_runs
                 raise RuntimeError(f"longbench/{task}: the query sentence is not unique in the context")
             prompt = template.format(context=context, input=query)
+            info["question"] = template.split("{context}", 1)[1].format(input=query)  # what follows the context
             return prompt, _n_tokens(tokenizer, prompt), info, [len(range(*r)) for r in runs]
 
         # the budget covers the paragraphs (and the query sentence); the rest is the template and labels
@@ -341,4 +342,5 @@ class LongBench(OfficialDataSuite):
             metadata=metadata,
             all_classes=None,
             chat=task not in NO_CHAT,
+            question=info["question"],
         )

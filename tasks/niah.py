@@ -371,6 +371,7 @@ class NIAH(Suite):
             # the passkey prompt ends "The pass key is": a completion, so no chat template (with one,
             # SmolLM2 restarts the sentence and the 6-token answer budget runs out before the key)
             chat=task != "passkey",
+            question=PASSKEY_QUESTION if task == "passkey" else NEEDLE_QUESTION,
         )
 
     def score(self, sample: Sample, prediction: str) -> float:

@@ -7,7 +7,7 @@ from numbers import Real
 from pathlib import Path
 from typing import Iterator
 
-from tasks.base import DataError, Sample, Suite, TaskUnavailable
+from tasks.base import DataError, Sample, Suite, TaskUnavailable, question_after
 from tasks.data import find_file, hub_available, load_hub, read_jsonl
 
 SOURCES = ("auto", "hub", "data-dir", "generated")
@@ -147,10 +147,12 @@ class OfficialDataSuite(Suite):
                 sid = f"{sid}-{i}"
             seen.add(sid)
             classes = rec.get("all_classes")
+            prompt = self.prompt(task, rec)
             yield Sample(
                 id=sid,
                 task=task,
-                prompt=self.prompt(task, rec),
+                prompt=prompt,
+                question=question_after(prompt, rec.get("context")),
                 answers=list(rec["answers"]),
                 max_new_tokens=self.max_new_tokens[task],
                 metadata={
