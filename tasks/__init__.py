@@ -40,7 +40,7 @@ def check_options(name: str, cls, options: dict, positional: tuple[str, ...] = (
         raise ValueError(f"suite {name} has no option {unknown[0]!r}; options: {', '.join(accepted) or 'none'}")
 
 
-from tasks import choubun, infinitebench, jsonl_suite, longbench, niah, video  # noqa: E402,F401  (suites register on import)
+from tasks import choubun, infinitebench, jsonl_suite, longbench, niah, ruler, video  # noqa: E402,F401  (suites register on import)
 from tasks.d4rl import suite as _d4rl  # noqa: E402,F401  (gymnasium/mujoco/minari load only when used)
 from tasks.scoring import score  # noqa: E402
 

@@ -250,3 +250,47 @@ def test_same_kept_tokens_and_outputs_as_kvpress(smollm2, ours, press_name):
             exact += not differ
             total += 1
     assert exact >= 0.9 * total, (exact, total)  # ties at the cut (layer 0: norms repeat per token) aside
+
+
+# ---- the report's leaderboard ------------------------------------------------------------------------
+
+
+def test_task_average_weighs_every_task_the_same():
+    from harness.report.leaderboard import task_average
+
+    assert task_average({"a": [1.0, 0.0], "b": [1.0]}) == pytest.approx(75.0)
+
+
+def test_report_leaderboard_has_a_column_per_ratio_and_the_paper_schedule(tiny_model_dir, tmp_path):
+    from harness.cli import main
+    from harness.report.leaderboard import task_average
+
+    runs = {"full": ("--policy", "full"),
+            "l2-0.5": ("--policy", "l2", "--recent-window", "0", "--protocol", "kvpress", "--compression-ratio", "0.5"),
+            "l2-0.75": ("--policy", "l2", "--recent-window", "0", "--protocol", "kvpress", "--compression-ratio", "0.75"),
+            "h2o-paper": ("--policy", "h2o", "--cache-size", "0.5", "--n-up", "64")}
+    for name, args in runs.items():
+        assert _run(tiny_model_dir, tmp_path / name, *args) == 0
+    out = tmp_path / "report"
+    assert main(["report", *(str(tmp_path / n) for n in runs), "--out", str(out), "--no-figures"]) == 0
+    board = (out / "tables" / "leaderboard.md").read_text()
+    assert board in (out / "report.md").read_text()
+    lines = [ln for ln in board.splitlines() if ln.startswith("| ")]
+    assert lines[0] == "| Policy | R = 0.5 | R = 0.75 | paper schedule (mean cache) | samples |"
+
+    def average(name):
+        recs = [json.loads(ln) for ln in (tmp_path / name / "records.jsonl").read_text().splitlines()]
+        by_task = {}
+        for r in recs:
+            by_task.setdefault(r["task"], []).append(r["score"])
+        return task_average(by_task), recs
+
+    l2_half, _ = average("l2-0.5")
+    l2_quarter, _ = average("l2-0.75")
+    assert f"| l2 (recent window 0) | {l2_half:.1f} | {l2_quarter:.1f} | — | 2 |" in lines
+    h2o, recs = average("h2o-paper")
+    kept = sum(r["cache"]["logical_mean"] / (r["input_tokens"] + r["new_tokens"]) for r in recs) / len(recs)
+    assert f"| h2o | — | — | {h2o:.1f} ({kept:.2f}) | 2 |" in lines
+    assert 0.4 < kept < 0.9
+    full, _ = average("full")
+    assert f"| full cache (paper) | {full:.1f} | {full:.1f} | {full:.1f} | 2 |" in lines

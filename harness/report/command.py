@@ -145,6 +145,7 @@ def _inputs_md(runs) -> list[str]:
 
 def main(args) -> int:
     from harness.report import figures, render
+    from harness.report.leaderboard import leaderboard_markdown
 
     runs, tables, summaries, fits = build(args)
     out = Path(args.out)
@@ -170,6 +171,10 @@ def main(args) -> int:
         (table_dir / f"{grid.name}.tex").write_text(tex_text, encoding="utf-8")
         md.append(md_text)
         tex.append(tex_text)
+    board = leaderboard_markdown(runs)
+    if board:
+        (table_dir / "leaderboard.md").write_text(board + "\n", encoding="utf-8")
+        md.append(board)
     for s in summaries:
         (table_dir / f"{s.name}.csv").write_text(render.summary_csv(s), encoding="utf-8")
     for t in tables:

@@ -40,6 +40,10 @@ class Generator:
     incremental: int = 25
     labels: dict = {}
 
+    def min_size(self, index: int) -> int:
+        """The smallest haystack size sample ``index`` can have (default ``n_min``)."""
+        return self.n_min
+
     def draft(self, n: int, key: str, index: int) -> Draft:
         """Sample ``index``'s text with a haystack of size ``n``, drawn from ``random.Random(key)``."""
         raise NotImplementedError

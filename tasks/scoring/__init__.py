@@ -1,8 +1,9 @@
 """The one scoring entry point for the language benchmarks' official metrics.
 
-``score("longbench/<name>" | "infinitebench/<name>" | "choubun/<name>", prediction, answers,
-all_classes=None) -> float`` in [0, 1], reproducing the official scorers' per-example values
-(LongBench ``metrics.py`` + ``eval.py``, InfiniteBench ``compute_scores.py``, ChouBun's metrics).
+``score("longbench/<name>" | "infinitebench/<name>" | "choubun/<name>" | "ruler/<name>", prediction,
+answers, all_classes=None) -> float`` in [0, 1], reproducing the official scorers' per-example values
+(LongBench ``metrics.py`` + ``eval.py``, InfiniteBench ``compute_scores.py``, ChouBun's metrics,
+RULER ``evaluate.py``'s ``postprocess_pred`` + ``string_match_all`` / ``string_match_part``).
 ``answers`` is the record's answers / ground_truth exactly as the official data stores them.
 
 Each benchmark module registers ``{name: fn(prediction, answers, all_classes) -> float}`` in
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import importlib
 
-BENCHMARKS = ("longbench", "infinitebench", "choubun")
+BENCHMARKS = ("longbench", "infinitebench", "choubun", "ruler")
 
 
 def _scorers(benchmark: str) -> dict:
