@@ -1,16 +1,19 @@
-"""``python -m harness bench``: prefill/decode tokens per second, peak RSS and policy time.
+"""``python -m harness bench``: prefill/decode tokens per second, peak memory and policy time.
 
-Each (policy, context length) runs in its own subprocess so peak RSS is that configuration's own.
-The prompt is NIAH haystack text cut to the requested token count; decoding is forced to
-``--decode-tokens`` steps (stop tokens ignored). Results go to ``results/bench/<model>.jsonl`` and a
-Markdown table beside it.
+Each (policy, context length) runs in its own subprocess so its peak memory is its own: peak RSS on
+CPU, ``torch.cuda.max_memory_allocated`` on CUDA (reset after the warm-up). The prompt is NIAH
+haystack text cut to the requested token count, prefilled in ``n_up`` chunks; decoding is forced to
+``--decode-tokens`` steps (stop tokens ignored). After ``--warmup`` untimed runs (default 1 on CUDA,
+0 on CPU) the configuration runs ``--repeats`` times (fresh cache each time) and the row reports the
+median prefill and decode times (CUDA events on a GPU, :mod:`harness.measure`). Results go to
+``results/bench/<model>.jsonl`` and a Markdown table beside it, with what each policy saves
+against the full cache of the same dtype and length, in KV memory and in tok/s.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +29,8 @@ def add_arguments(p) -> None:
     p.add_argument("--cache-size", type=float, default=0.25, help="budget: tokens or fraction of the prompt (default 0.25)")
     p.add_argument("--policy-checkpoint", help="NAMM checkpoint for namm_* policies (default: zero parameters)")
     p.add_argument("--decode-tokens", type=int, default=64, help="decoding steps to time (default 64)")
+    p.add_argument("--repeats", type=int, default=1, help="timed runs per configuration; the row is their median (default 1)")
+    p.add_argument("--warmup", type=int, help="untimed runs first (default: 1 on CUDA, 0 on CPU)")
     p.add_argument("--n-up", type=int, default=512)
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
     p.add_argument("--device", default="cpu")
@@ -41,6 +46,7 @@ def _measure(args, policy_name: str, length: int) -> dict:
     from harness.attention import attach
     from harness.cache import EvictionCache
     from harness.generation import greedy_generate
+    from harness.measure import kv_bytes_per_token, median, peak_memory, reset_peak_memory
     from harness.models import load_model
     from harness.runner import RunConfig, make_run_policy, policy_for_sample
     from tasks.niah import haystack_text
@@ -56,26 +62,44 @@ def _measure(args, policy_name: str, length: int) -> dict:
     checkpoint = args.policy_checkpoint if policy_name.startswith("namm") else None
     config = RunConfig(policy=policy_name, cache_size=args.cache_size, n_up=args.n_up, policy_checkpoint=checkpoint)
     policy = policy_for_sample(make_run_policy(config), config, length)
-    # no stop ids: exactly decode_tokens forward steps after the prefill's first token
-    cache = EvictionCache(model.config, policy, n_up=args.n_up, stream_rows=True, max_tokens=length + args.decode_tokens)
-    gen = greedy_generate(model, input_ids, cache, args.decode_tokens + 1, args.n_up)
-    prefill_s, decode_s = gen.prefill_s, gen.decode_s
+    warmup = args.warmup if args.warmup is not None else int(torch.device(args.device).type == "cuda")
+    prefill, decode = [], []
+    for i in range(warmup + max(1, args.repeats)):
+        if i == warmup:
+            reset_peak_memory(args.device)
+        # no stop ids: exactly decode_tokens forward steps after the prefill's first token
+        cache = EvictionCache(model.config, policy, n_up=args.n_up, stream_rows=True,
+                              max_tokens=length + args.decode_tokens)
+        for key in getattr(policy, "seconds", {}):  # NAMM breakdown: the last repeat's
+            policy.seconds[key] = 0.0
+        gen = greedy_generate(model, input_ids, cache, args.decode_tokens + 1, args.n_up)
+        if i >= warmup:
+            prefill.append(gen.prefill_s)
+            decode.append(gen.decode_s)
+    prefill_s, decode_s = median(prefill), median(decode)
     stats = [s for s in cache.stats() if s.get("evicts", True)]
+    kept = sum(s["physical"] for s in stats) / len(stats)
+    per_token = kv_bytes_per_token(model.config, next(model.parameters()).dtype)
     return {
         "model": source.name,
         "policy": policy_name,
         "dtype": args.dtype,
+        "device": torch.cuda.get_device_name(args.device) if torch.device(args.device).type == "cuda" else "cpu",
         "length": length,
         "budget": getattr(policy, "budget", None),
         "prefill_tok_s": round(length / prefill_s, 1),
         "decode_tok_s": round(args.decode_tokens / decode_s, 2),
         "prefill_s": round(prefill_s, 3),
         "decode_s": round(decode_s, 3),
-        "policy_s": round(cache.policy_seconds(), 3),
-        "policy_fraction": round(cache.policy_seconds() / (prefill_s + decode_s), 4),
+        "repeats": len(prefill),
+        "warmup": warmup,
+        "policy_s": round(cache.policy_seconds(), 3),  # the last repeat's
+        "policy_fraction": round(cache.policy_seconds() / (gen.prefill_s + gen.decode_s), 4),
         **{f"{k}_s": round(v, 3) for k, v in getattr(policy, "seconds", {}).items()},  # NAMM breakdown
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "final_cache_physical": round(sum(s["physical"] for s in stats) / len(stats), 1),
+        **peak_memory(args.device),
+        "kv_bytes_per_token": per_token,
+        "kv_cache_mb": round(kept * per_token / 2**20, 2),  # at the end: kept slots x bytes per token
+        "final_cache_physical": round(kept, 1),
         "torch_threads": torch.get_num_threads(),
     }
 
@@ -106,6 +130,7 @@ def main(args) -> int:
         for name in names:
             cmd = [sys.executable, "-m", "harness", "bench", "--one", f"{name}:{length}", "--cache-size", str(args.cache_size),
                    "--decode-tokens", str(args.decode_tokens), "--n-up", str(args.n_up), "--threads", str(args.threads),
+                   "--repeats", str(args.repeats)] + (["--warmup", str(args.warmup)] if args.warmup is not None else []) + [
                    "--device", args.device, "--dtype", args.dtype] + (["--model", args.model] if args.model else []) \
                 + (["--policy-checkpoint", args.policy_checkpoint] if args.policy_checkpoint else [])
             done = subprocess.run(cmd, capture_output=True, text=True)
@@ -115,7 +140,7 @@ def main(args) -> int:
             row = json.loads(done.stdout.strip().splitlines()[-1])
             rows.append(row)
             print(f"{name:10s} {length:6d} prefill {row['prefill_tok_s']:8.1f} tok/s  decode {row['decode_tok_s']:6.2f} tok/s  "
-                  f"rss {row['peak_rss_mb']:7.1f} MB  policy {row['policy_s']:6.2f} s ({100 * row['policy_fraction']:.1f}%)", file=sys.stderr, flush=True)
+                  f"peak {row['peak_memory_mb']:7.1f} MB  policy {row['policy_s']:6.2f} s ({100 * row['policy_fraction']:.1f}%)", file=sys.stderr, flush=True)
     model = rows[0]["model"] if rows else "model"
     with open(out_dir / f"{model}.jsonl", "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in rows)
@@ -125,19 +150,26 @@ def main(args) -> int:
 
 
 def markdown_table(rows: list[dict]) -> str:
-    """Bench rows as a Markdown table with decode speed relative to ``full`` at the same length."""
+    """Bench rows as a Markdown table: speed relative to ``full`` at the same length and dtype, peak
+    memory, and the KV cache a policy saves against the full cache (the fraction of its bytes)."""
     full = {(r["length"], r.get("dtype")): r for r in rows if r["policy"] == "full"}
     lines = [
-        "| policy | dtype | prompt tokens | budget | kept tokens | prefill tok/s | prefill vs full | decode tok/s | decode vs full | peak RSS MB | policy s | policy % of prefill+decode |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| policy | dtype | prompt tokens | budget | kept tokens | KV cache MB | KV saved vs full | prefill tok/s | "
+        "prefill vs full | decode tok/s | decode vs full | peak memory MB | policy s | policy % of prefill+decode |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         ref = full.get((r["length"], r.get("dtype")))
         decode = f"{r['decode_tok_s'] / ref['decode_tok_s']:.2f}x" if ref else "n/a"
         prefill = f"{r['prefill_tok_s'] / ref['prefill_tok_s']:.2f}x" if ref else "n/a"
+        kv = r.get("kv_cache_mb")
+        saved = (f"{1 - r['final_cache_physical'] / ref['final_cache_physical']:.0%}"
+                 if ref and ref.get("final_cache_physical") else "n/a")
+        peak = r.get("peak_memory_mb", r.get("peak_rss_mb"))  # rows made before peak_memory_mb: RSS
         lines.append(
             f"| {r['policy']} | {r.get('dtype', 'float32')} | {r['length']} | {r['budget'] or 'all'} | "
-            f"{r['final_cache_physical']} | {r['prefill_tok_s']} | {prefill} | {r['decode_tok_s']} | {decode} | "
-            f"{r['peak_rss_mb']} | {r['policy_s']} | {100 * r.get('policy_fraction', 0):.1f} |"
+            f"{r['final_cache_physical']} | {kv if kv is not None else 'n/a'} | {saved} | {r['prefill_tok_s']} | "
+            f"{prefill} | {r['decode_tok_s']} | {decode} | {peak} | {r['policy_s']} | "
+            f"{100 * r.get('policy_fraction', 0):.1f} |"
         )
     return "\n".join(lines) + "\n"

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import torch
+
+from harness.measure import Clock
 
 
 @dataclass
@@ -38,7 +39,7 @@ def greedy_generate(
     ``shared_prefix``: the rows of ``input_ids`` are identical (an :class:`EvictionCache` is required);
     the first chunk is computed once for all of them.
     """
-    start = time.perf_counter()
+    clock = Clock(input_ids.device)  # CUDA events on a GPU (synchronised), perf_counter on CPU
     logits = None
     batch = input_ids.shape[0]
     first = 0
@@ -47,31 +48,32 @@ def greedy_generate(
     if split is not None and 0 < split < length:
         bounds = ([(s, min(s + chunk_size, split)) for s in range(0, split, chunk_size)]
                   + [(s, min(s + chunk_size, length)) for s in range(split, length, chunk_size)])
-    if shared_prefix and batch > 1:  # identical rows: the first chunk runs once (EvictionCache.shared_prefill)
-        end = bounds[0][1]
-        out = cache.shared_prefill(lambda: model(input_ids=input_ids[:1, :end], past_key_values=cache,
-                                                 use_cache=True, logits_to_keep=1), batch)
-        logits, first = out.logits[:, -1].expand(batch, -1), 1
-    for s, e in bounds[first:]:
-        out = model(input_ids=input_ids[:, s:e], past_key_values=cache, use_cache=True, logits_to_keep=1)
-        logits = out.logits[:, -1]
-    prefill_s = time.perf_counter() - start
+    with clock.phase():
+        if shared_prefix and batch > 1:  # identical rows: the first chunk runs once (EvictionCache.shared_prefill)
+            end = bounds[0][1]
+            out = cache.shared_prefill(lambda: model(input_ids=input_ids[:1, :end], past_key_values=cache,
+                                                     use_cache=True, logits_to_keep=1), batch)
+            logits, first = out.logits[:, -1].expand(batch, -1), 1
+        for s, e in bounds[first:]:
+            out = model(input_ids=input_ids[:, s:e], past_key_values=cache, use_cache=True, logits_to_keep=1)
+            logits = out.logits[:, -1]
+    prefill_s = clock.seconds
     tokens: list[list[int]] = [[] for _ in range(batch)]
     done = [False] * batch
-    start = time.perf_counter()
-    for step in range(max_new_tokens):
-        next_tokens = logits.argmax(-1)
-        for i, token in enumerate(next_tokens.tolist()):
-            if not done[i]:
-                if token in stop_ids:
-                    done[i] = True
-                else:
-                    tokens[i].append(token)
-        if all(done) or step + 1 == max_new_tokens:
-            break
-        out = model(input_ids=next_tokens[:, None], past_key_values=cache, use_cache=True)
-        logits = out.logits[:, -1]
-    return Generation(tokens[0], prefill_s, time.perf_counter() - start, tokens)
+    with clock.phase():
+        for step in range(max_new_tokens):
+            next_tokens = logits.argmax(-1)
+            for i, token in enumerate(next_tokens.tolist()):
+                if not done[i]:
+                    if token in stop_ids:
+                        done[i] = True
+                    else:
+                        tokens[i].append(token)
+            if all(done) or step + 1 == max_new_tokens:
+                break
+            out = model(input_ids=next_tokens[:, None], past_key_values=cache, use_cache=True)
+            logits = out.logits[:, -1]
+    return Generation(tokens[0], prefill_s, clock.seconds, tokens)
 
 
 def middle_crop(ids: list[int], budget: int) -> list[int]:

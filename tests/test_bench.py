@@ -13,7 +13,7 @@ def test_bench_rows_and_table(tiny_model_dir, tmp_path):
     out = tmp_path / "bench"
     args = ["bench", "--model", str(tiny_model_dir), "--policies", "full,h2o,namm_bam", "--lengths", "192",
             "--cache-size", "0.25", "--n-up", "32", "--decode-tokens", "4", "--threads", "1",
-            "--dtype", "bfloat16", "--out", str(out)]
+            "--dtype", "bfloat16", "--repeats", "2", "--out", str(out)]
     assert main(args) == 0
     (jsonl,) = out.glob("*.jsonl")
     rows = [json.loads(line) for line in jsonl.read_text().splitlines()]
@@ -21,12 +21,17 @@ def test_bench_rows_and_table(tiny_model_dir, tmp_path):
         ("full", 192, "bfloat16"), ("h2o", 192, "bfloat16"), ("namm_bam", 192, "bfloat16")]
     full, h2o, namm = rows
     assert full["budget"] is None and full["policy_s"] == 0.0
+    assert all(r["repeats"] == 2 and r["warmup"] == 0 and r["peak_memory_kind"] == "cpu_peak_rss" for r in rows)
+    # KV bytes: the tiny model's 2 layers x 2 KV heads x 16 dims x K and V x 2 bytes (bf16)
+    assert full["kv_bytes_per_token"] == 2 * 2 * 2 * 16 * 2
+    assert full["kv_cache_mb"] == round(196 * 256 / 2**20, 2) and h2o["kv_cache_mb"] < full["kv_cache_mb"]
     assert full["final_cache_physical"] == 192 + 4  # the prompt and the fed-back tokens
     assert h2o["budget"] == 48 and h2o["final_cache_physical"] < 192  # 25% of the prompt (+ < n_up)
     assert h2o["policy_s"] > 0 and 0 < h2o["policy_fraction"] < 1
     assert namm["policy_s"] > 0 and namm["features_s"] > 0 and namm["scorer_s"] > 0
     table = jsonl.with_suffix(".md").read_text()
     assert "| h2o | bfloat16 | 192 | 48 |" in table
+    assert f"| {1 - h2o['final_cache_physical'] / 196:.0%} |" in table  # KV saved against the full cache
     ratio = h2o["prefill_tok_s"] / full["prefill_tok_s"]
     assert f"| {ratio:.2f}x |" in table
 
@@ -36,11 +41,11 @@ def test_table_ratios_compare_the_same_dtype_only():
              "prefill_tok_s": 100.0, "decode_tok_s": 10.0, "peak_rss_mb": 1, "policy_s": 0, "policy_fraction": 0},
             {"policy": "h2o", "dtype": "float32", "length": 8, "budget": 2, "final_cache_physical": 2,
              "prefill_tok_s": 150.0, "decode_tok_s": 20.0, "peak_rss_mb": 1, "policy_s": 1, "policy_fraction": 0.1},
-            {"policy": "h2o", "dtype": "bfloat16", "length": 8, "budget": 2, "final_cache_physical": 2,
+            {"policy": "h2o", "dtype": "bfloat16", "length": 8, "budget": 2, "final_cache_physical": 2, "kv_cache_mb": 0.1,
              "prefill_tok_s": 300.0, "decode_tok_s": 40.0, "peak_rss_mb": 1, "policy_s": 1, "policy_fraction": 0.1}]
     lines = markdown_table(rows).splitlines()
-    assert "| 1.50x | 20.0 | 2.00x |" in lines[3]
-    assert lines[4].count("n/a") == 2  # no bf16 full-cache row to compare with
+    assert "| 1.50x | 20.0 | 2.00x |" in lines[3] and "| 75% |" in lines[3]  # 2 of 8 tokens kept
+    assert lines[4].count("n/a") == 3  # no bf16 full-cache row to compare with: KV saved, prefill, decode
 
 
 @pytest.mark.parametrize("extra, message", [

@@ -9,6 +9,9 @@
 * :func:`prompt_tokens` and :func:`fit_size`: RULER's sizing rule — the largest haystack whose input
   (in the run's tokenizer) plus ``tokens_to_generate`` fits the target length — found by a
   secant-guided bisection instead of RULER's plain bisection (same answer, fewer tokenizations).
+  RULER sizes once per task and length and shrinks a sample that does not fit by a fixed step
+  (500 essay words, 25 noise lines...); here such a sample is re-fitted to the largest size that
+  fits (a tighter fit, never over the length).
 """
 
 from __future__ import annotations
@@ -157,20 +160,24 @@ def prompt_tokens(tokenizer, prompt: str, answer_prefix: str) -> int:
     return len(tokenizer(prompt + answer_prefix)["input_ids"])
 
 
-def fit_size(count, budget: int, n_min: int, step: int) -> int | None:
+def fit_size(count, budget: int, n_min: int, step: int, above: tuple[int, int] | None = None) -> int | None:
     """The largest ``n >= n_min`` with ``count(n) <= budget`` (``count`` grows with ``n``), or ``None``
     when even ``count(n_min)`` exceeds the budget.
 
     Like RULER's search over the haystack size, but each guess comes from the line through the two
     nearest measured points (a bracket ``lo`` fits / ``hi`` does not), falling back to bisection when
-    the bracket fails to halve; ``step`` (RULER's ``incremental``) is the first probe's distance.
+    the bracket fails to halve; ``step`` (RULER's ``incremental``) is the first probe's distance;
+    ``above``: an already measured ``(n, count)`` over the budget, which starts the bracket.
     """
     lo, c_lo = n_min, count(n_min)
     if c_lo > budget:
         return None
     prev, c_prev = None, None  # the fitting point before lo (for the slope while no hi is known)
-    hi, c_hi = None, None
-    guess = n_min + max(1, step)
+    hi, c_hi = above if above is not None and above[0] > n_min else (None, None)
+    if hi is not None and hi - lo <= 1:
+        return lo
+    guess = n_min + max(1, step) if hi is None else min(max(lo + int((budget - c_lo) * (hi - lo) / max(c_hi - c_lo, 1)),
+                                                            lo + 1), hi - 1)
     width = None
     while True:
         c = count(guess)

@@ -171,7 +171,7 @@ class Ruler(Suite):
 
     def generate(self, task: str, tokenizer, length: int, seed: int, resources: dict) -> Iterator[Sample]:
         """``n_samples`` generated samples of ``task`` at ``length`` (RULER's sizing: the haystack size
-        is searched once, on sample 0, then each sample shrinks by RULER's step until it fits)."""
+        is searched once, on sample 0; a sample that does not fit at that size is re-fitted below it)."""
         gen = self.generator(task, length, tokenizer, seed, resources)
         ttg = templates.max_new_tokens(task)
         key0 = sample_key(seed, task, length, 0)
@@ -180,16 +180,21 @@ class Ruler(Suite):
         if fitted is None:
             raise ContextTooSmall(f"ruler/{task}: no sample fits length {length}; use larger --suite-arg lengths")
         for i in range(self.n_samples):
-            key, floor, n = sample_key(seed, task, length, i), gen.min_size(i), max(fitted, gen.min_size(i))
-            while True:
+            key, floor = sample_key(seed, task, length, i), gen.min_size(i)
+            seen: dict[int, tuple] = {}
+
+            def count(n: int) -> int:
                 draft = gen.draft(n, key, i)
-                prompt, question, prefix, n_tok = self.measure(task, tokenizer, draft)
-                if n_tok + ttg <= length:
-                    break
-                if n <= floor:
+                seen[n] = (draft, *self.measure(task, tokenizer, draft))
+                return seen[n][4] + ttg
+
+            n = max(fitted, floor)
+            if count(n) > length:  # re-fit this sample below the shared size
+                n = hs.fit_size(count, length, floor, gen.incremental, above=(n, seen[n][4] + ttg))
+                if n is None:
                     raise ContextTooSmall(f"ruler/{task}: sample {i} does not fit length {length} even with the "
                                           "smallest haystack; use larger --suite-arg lengths")
-                n = max(floor, n - gen.incremental)
+            draft, prompt, question, prefix, n_tok = seen[n]
             yield Sample(
                 id=f"{task}-{length}-{i}",
                 task=task,
