@@ -110,14 +110,23 @@ def split_sentences(text: str) -> list[str]:
 
 @functools.lru_cache(maxsize=1)
 def _wonderwords() -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
-    """``(nouns, adjectives, verbs)``: wonderwords' lists, read as RULER reads them."""
-    try:
-        from wonderwords import random_word
-    except ImportError as err:
-        raise DataError(f"RULER's word lists need the wonderwords package ({err}); pip install 'wonderwords>=2.2,<3'") \
-            from err
-    read = random_word._get_words_from_text_file
-    return tuple(read("nounlist.txt")), tuple(read("adjectivelist.txt")), tuple(read("verblist.txt"))
+    """``(nouns, adjectives, verbs)``: wonderwords' lists, read as RULER reads them (the package's
+    ``assets/*.txt``, found without importing it: its import loads every list and warns)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("wonderwords")
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError("RULER's word lists need the wonderwords package; pip install 'wonderwords>=2.2,<3'")
+    assets = Path(list(spec.submodule_search_locations)[0]) / "assets"
+
+    def read(name: str) -> tuple[str, ...]:  # wonderwords' own reader: one word a line, right-stripped
+        try:
+            text = (assets / name).read_text(encoding="utf-8")
+        except OSError as err:
+            raise DataError(f"wonderwords has no {name} ({err}); reinstall 'wonderwords>=2.2,<3'") from None
+        return tuple(line.rstrip() for line in text.splitlines(True))
+
+    return read("nounlist.txt"), read("adjectivelist.txt"), read("verblist.txt")
 
 
 @functools.lru_cache(maxsize=1)

@@ -94,8 +94,9 @@ class NiahGenerator(Generator):
         if self.type_haystack == "noise":
             lines = [hs.NOISE] * n
         else:  # "needle": distractor needles with their own random keys and values
-            lines = [NEEDLE.format(type_needle_v=self.type_v_plural, key=random_value(self.config["type_needle_k"], rng),
-                                   value=random_value(self.type_v_plural, rng)) for _ in range(n)]
+            kind_k, kind_v = self.config["type_needle_k"], self.type_v_plural
+            lines = [NEEDLE.format(type_needle_v=kind_v, key=random_value(kind_k, rng), value=random_value(kind_v, rng))
+                     for _ in range(n)]
         at = sorted(rng.sample(range(n), len(needles)), reverse=True)
         for index, needle in zip(at, needles):
             lines.insert(index, needle)

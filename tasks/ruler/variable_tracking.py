@@ -75,7 +75,8 @@ class VariableTrackingGenerator(Generator):
     def _one_shot(self, tokenizer, seed_key: str) -> str:
         """The example's text with its answer and a newline (RULER: ``input + " " + outputs + "\\n"``)."""
         def count(n: int) -> int:
-            return len(tokenizer(self._text(rng_for(seed_key, "icl"), n, True)[0], add_special_tokens=False)["input_ids"])
+            text = self._text(rng_for(seed_key, "icl"), n, True)[0]
+            return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
         n_min = min(10, self.num_hops) + 1
         n = hs.fit_size(count, ICL_TOKENS, n_min, 5) or n_min

@@ -70,7 +70,8 @@ def summary(records: list[dict]) -> dict:
     for r in records:
         length = (r.get("metadata") or {}).get("length")
         cells[r["task"]][str(length)].append(float(r["score"]))
-    tasks = {t: {n: round(100 * sum(v) / len(v), 2) for n, v in sorted(by.items(), key=_by_length)} for t, by in cells.items()}
+    tasks = {t: {n: round(100 * sum(v) / len(v), 2) for n, v in sorted(by.items(), key=_by_length)}
+             for t, by in cells.items()}
     per_length: dict[str, list[float]] = defaultdict(list)
     for t, by in cells.items():
         for n, v in by.items():
