@@ -2,7 +2,7 @@
 
 Together with :mod:`harness.attention` this is the only code that knows transformers' cache and
 mask internals (transformers 5.x cache layers). Any decoder model uses it through
-``past_key_values=build_cache(model, policy)`` after :func:`harness.attention.attach`.
+``past_key_values=`` (``cache=`` in transformers 5.24+) after :func:`harness.attention.attach`.
 
 Per evicting layer the cache stores ``[batch, kv_heads, n_kept, head_dim]`` keys (post-RoPE) and
 values, the absolute sequence index of every kept token (``[batch, kv_heads, n_kept]``) and, in

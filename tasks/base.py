@@ -11,6 +11,8 @@ data, and every record and table says so). ``metadata["generated"]`` is True exa
 
 from __future__ import annotations
 
+import functools
+import inspect
 from dataclasses import dataclass, field
 from typing import ClassVar, Iterator, Protocol
 
@@ -51,6 +53,17 @@ def question_after(prompt: str, context: str | None) -> str:
         return ""
     at = prompt.rfind(context)
     return prompt[at + len(context):] if at >= 0 else ""
+
+
+def cache_kwargs(module, cache) -> dict:
+    """The keyword that hands ``cache`` to ``module.forward``: ``cache`` where transformers' forward
+    takes it (5.24 and later, where ``past_key_values`` is deprecated), else ``past_key_values``."""
+    return {"cache": cache} if _takes_cache(type(module)) else {"past_key_values": cache}
+
+
+@functools.cache
+def _takes_cache(cls) -> bool:
+    return "cache" in inspect.signature(cls.forward).parameters
 
 
 def stop_token_ids(model, tokenizer) -> set[int]:

@@ -6,6 +6,7 @@ from harness.attention import attach
 from harness.cache import EvictionCache
 from harness.generation import greedy_generate
 from policies import make_policy
+from tasks.base import cache_kwargs
 from tasks.niah import haystack_text
 
 N_UP = 64
@@ -34,7 +35,7 @@ def test_generate_runs_on_an_evicted_cache(smollm2):
     attach(model)
     cache = EvictionCache(model.config, make_policy("h2o", budget=128), n_up=N_UP)
     with torch.inference_mode():
-        out = model.generate(ids, past_key_values=cache, max_new_tokens=70, min_new_tokens=70, do_sample=False)
+        out = model.generate(ids, **cache_kwargs(model, cache), max_new_tokens=70, min_new_tokens=70, do_sample=False)
     assert out.shape[1] == 600 + 70
     layer = cache.eviction_layers[0]
     # one update after generate's single-shot 600-token prefill, one when decoding crosses 640

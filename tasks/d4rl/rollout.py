@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from tasks.base import CacheFactory
+from tasks.base import CacheFactory, cache_kwargs
 
 FEEDS = ("step", "token")
 
@@ -95,7 +95,7 @@ class CachedDT:
             x = torch.stack(chunk)[None]  # [1, q, hidden]
             out = self.model.encoder(
                 inputs_embeds=x,
-                past_key_values=self.cache,
+                **cache_kwargs(self.model.encoder, self.cache),
                 use_cache=True,
                 position_ids=torch.zeros(1, x.shape[1], dtype=torch.long, device=x.device),
             )

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-from tasks.base import CacheFactory, stop_token_ids
+from tasks.base import CacheFactory, cache_kwargs, stop_token_ids
 from tasks.video.inputs import VideoInputs, build_inputs
 from tasks.video.modality import cache_summary
 from tasks.video.vlm import VideoBundle
@@ -54,7 +54,7 @@ def generate_with_cache(bundle: VideoBundle, inputs: VideoInputs, cache, max_new
     start = time.perf_counter()
     logits = None
     for s in range(0, embeds.shape[1], chunk_size):
-        out = model(inputs_embeds=embeds[:, s : s + chunk_size], past_key_values=cache, use_cache=True,
+        out = model(inputs_embeds=embeds[:, s : s + chunk_size], **cache_kwargs(model, cache), use_cache=True,
                     logits_to_keep=1)
         logits = out.logits[:, -1]
     prefill_s = time.perf_counter() - start
@@ -67,7 +67,7 @@ def generate_with_cache(bundle: VideoBundle, inputs: VideoInputs, cache, max_new
         tokens.append(token)
         if step + 1 == max_new_tokens:
             break
-        out = model(input_ids=torch.tensor([[token]], device=device), past_key_values=cache, use_cache=True)
+        out = model(input_ids=torch.tensor([[token]], device=device), **cache_kwargs(model, cache), use_cache=True)
         logits = out.logits[:, -1]
     return VideoGeneration(tokens, vision_s, prefill_s, time.perf_counter() - start)
 
