@@ -18,6 +18,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from harness.devices import DEVICE_MAP_HELP, DTYPE_HELP
+
 DEFAULT_POLICIES = "full,h2o,l2,streaming"
 DEFAULT_LENGTHS = "2048,4096,8192"
 
@@ -33,8 +35,10 @@ def add_arguments(p) -> None:
     p.add_argument("--warmup", type=int, help="untimed runs first (default: 1 on CUDA, 0 on CPU)")
     p.add_argument("--n-up", type=int, default=512)
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", default="float32", help="model dtype: float32 (default), bfloat16 or float16")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda (with --device-map: where the "
+                   "inputs go)")
+    p.add_argument("--dtype", default="auto", help="model dtype: " + DTYPE_HELP.format(cpu="float32"))
+    p.add_argument("--device-map", help=DEVICE_MAP_HELP + "; peak memory is --device's")
     p.add_argument("--out", default="results/bench", help="output folder (default results/bench)")
     p.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure POLICY:LENGTH in this process
 
@@ -45,6 +49,7 @@ def _measure(args, policy_name: str, length: int) -> dict:
 
     from harness.attention import attach
     from harness.cache import EvictionCache
+    from harness.devices import resolve_dtype
     from harness.generation import greedy_generate
     from harness.measure import kv_bytes_per_token, median, peak_memory, reset_peak_memory
     from harness.models import load_model
@@ -53,7 +58,8 @@ def _measure(args, policy_name: str, length: int) -> dict:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    model, tokenizer, source = load_model(args.model, device=args.device, dtype=args.dtype)
+    args.dtype = resolve_dtype(args.dtype, args.device)
+    model, tokenizer, source = load_model(args.model, device=args.device, dtype=args.dtype, device_map=args.device_map)
     attach(model)
     ids = tokenizer(haystack_text(), add_special_tokens=False).input_ids
     while len(ids) < length:
@@ -82,6 +88,8 @@ def _measure(args, policy_name: str, length: int) -> dict:
     per_token = kv_bytes_per_token(model.config, next(model.parameters()).dtype)
     return {
         "model": source.name,
+        **({"random_weights": True} if source.random_weights else {}),  # speed/memory only
+        **({"device_map": args.device_map} if args.device_map else {}),
         "policy": policy_name,
         "dtype": args.dtype,
         "device": torch.cuda.get_device_name(args.device) if torch.device(args.device).type == "cuda" else "cpu",
@@ -112,10 +120,11 @@ def main(args) -> int:
     import policies
     from harness.errors import UsageError, choose
 
-    choose("--dtype", args.dtype, ["float32", "bfloat16", "float16"])
-    from harness.runner import check_device
+    from harness.devices import check_device, check_device_map, resolve_dtype
 
     check_device(args.device)
+    args.dtype = resolve_dtype(args.dtype, args.device)  # the rows record the concrete dtype
+    check_device_map(args.device_map, args.device)
     names = [p for p in args.policies.split(",") if p]
     for name in names:
         choose("policy", name, policies.POLICIES)
@@ -132,6 +141,7 @@ def main(args) -> int:
                    "--decode-tokens", str(args.decode_tokens), "--n-up", str(args.n_up), "--threads", str(args.threads),
                    "--repeats", str(args.repeats)] + (["--warmup", str(args.warmup)] if args.warmup is not None else []) + [
                    "--device", args.device, "--dtype", args.dtype] + (["--model", args.model] if args.model else []) \
+                + (["--device-map", args.device_map] if args.device_map else []) \
                 + (["--policy-checkpoint", args.policy_checkpoint] if args.policy_checkpoint else [])
             done = subprocess.run(cmd, capture_output=True, text=True)
             if done.returncode != 0:

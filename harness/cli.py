@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from harness.devices import DEVICE_MAP_HELP, DTYPE_HELP
 from harness.errors import UsageError
 
 
@@ -35,7 +36,8 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, help="at most N samples per task")
     p.add_argument(
         "--model",
-        help="built-in name (smollm2 [default], gemma), a local folder, a .gguf file, or a hub id",
+        help="built-in name (smollm2 [default], gemma), random:<arch> (random weights: speed/memory only; "
+        "see `list`), a local folder, a .gguf file, or a hub id",
     )
     p.add_argument(
         "--cache-size",
@@ -63,9 +65,11 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
                    "evicted per KV head, 0 <= R < 1 (kept: int(n_context * (1 - R)))")
     p.add_argument("--query-aware", action="store_true", help="kvpress protocol: compress the question with "
                    "the context (kvpress's query_aware)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1")
-    p.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
+    p.add_argument("--seed", type=int, default=0, help="samples' seed, and the weights of random:<arch> (default 0)")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1 (with --device-map: "
+                   "where the inputs go, the first layer's device)")
+    p.add_argument("--dtype", default="auto", help=DTYPE_HELP.format(cpu="float32"))
+    p.add_argument("--device-map", help=DEVICE_MAP_HELP)
 
 
 def _run(args) -> int:
@@ -97,10 +101,9 @@ def _run(args) -> int:
         query_aware=args.query_aware,
         seed=args.seed,
         device=args.device,
-        dtype=args.dtype,
+        dtype=args.dtype,  # "auto" is resolved by run() before it is recorded
+        device_map=args.device_map,
     )
-    if args.dtype not in ("float32", "bfloat16", "float16"):
-        raise UsageError(f"unknown --dtype {args.dtype!r}; choose one of: float32, bfloat16, float16")
     run_dir = run(config, out=args.out, progress=not args.quiet)
     print(run_dir)
     return 0
@@ -109,6 +112,7 @@ def _run(args) -> int:
 def _list(args) -> int:
     import policies
     import tasks as suites
+    from harness import random_models
     from harness.models import BUILTIN_MODELS
 
     print("policies:")
@@ -120,6 +124,9 @@ def _list(args) -> int:
         label = " (generated data)" if suite.generated else ""
         print(f"  {name}{label}: {', '.join(suite.tasks) or 'tasks from your data (--data PATH)'}")
     print(f"models: {', '.join(BUILTIN_MODELS)} (built-in), or a folder / .gguf file / hub id")
+    print("random-weight models (real shapes, SmolLM2's tokenizer; speed/memory only, accuracy means nothing):")
+    for name in random_models.names():
+        print(f"  {random_models.PREFIX + name:22s} {random_models.summary(name)}")
     return 0
 
 

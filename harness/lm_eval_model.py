@@ -9,11 +9,13 @@ registered when this module is imported (``pip install -e '.[lm-eval]'``)::
 
 or, in Python, ``import harness.lm_eval_model`` before ``lm_eval.simple_evaluate(model="evicting-hf", ...)``.
 
-``model_args``: ``pretrained`` (``smollm2`` [default], ``gemma``, a folder, a ``.gguf`` file or a hub id;
+``model_args``: ``pretrained`` (``smollm2`` [default], ``gemma``, ``random:<arch>`` [random weights: speed
+and memory only], a folder, a ``.gguf`` file or a hub id;
 loaded by :func:`harness.models.load_model`), ``policy`` (``full`` [default], ``h2o``, ``l2``,
 ``streaming``, ``namm_bam``, ...), ``cache_size`` (tokens, or a fraction < 1 of each prompt),
 ``n_up`` (512), ``prefill_chunk`` (n_up), ``cache_mode`` (original), ``policy_checkpoint``,
-``recent_window``, ``n_sink``, ``namm_threshold``, ``namm_gamma``, ``device``, ``dtype`` (float32),
+``recent_window``, ``n_sink``, ``namm_threshold``, ``namm_gamma``, ``device``, ``dtype`` (``auto``:
+bfloat16 on CUDA, float32 elsewhere; or float32, bfloat16, float16),
 ``max_length`` (the model's), ``max_gen_toks`` (256, when a task sets none), ``truncation`` (``left``:
 lm-eval's rule [default]; ``middle``: the harness's paper rule, for generation), ``add_bos_token``,
 ``stats_path`` (a JSON-lines file receiving one line of cache statistics per request).
@@ -51,7 +53,7 @@ from tqdm import tqdm
 from harness.cache import EvictionCache
 from harness.errors import UsageError, choose
 from harness.generation import greedy_generate, middle_crop
-from tasks.base import stop_token_ids
+from tasks.base import cache_kwargs, stop_token_ids
 
 NAME = "evicting-hf"
 log = logging.getLogger("lm_eval.evicting_hf")  # shown by lm-eval's log handler
@@ -81,12 +83,13 @@ class Settings:
 
 def model_settings(pretrained: str = "smollm2", policy: str = "full", cache_size=None, n_up: int = 512,
                    prefill_chunk=None, cache_mode: str = "original", policy_checkpoint=None, recent_window=None,
-                   n_sink=None, namm_threshold=None, namm_gamma=None, device=None, dtype: str = "float32",
+                   n_sink=None, namm_threshold=None, namm_gamma=None, device=None, dtype: str = "auto",
                    max_length=None, max_gen_toks: int = 256, truncation: str = "left", add_bos_token=None,
                    stats_path=None, batch_size=1, max_batch_size=None, **unknown) -> Settings:
     """Check ``model_args`` without loading the model; bad ones raise :class:`UsageError` (one line)."""
     import policies
     from harness.cache import MODES
+    from harness.devices import resolve_dtype
     from harness.runner import RunConfig, make_run_policy
 
     if unknown:
@@ -94,13 +97,14 @@ def model_settings(pretrained: str = "smollm2", policy: str = "full", cache_size
     choose("policy", policies.base_name(str(policy)), policies.POLICIES)  # kvpress:<Press>[:ratio] → kvpress
     choose("cache mode", str(cache_mode), MODES)
     choose("truncation", str(truncation), ("left", "middle"))
-    choose("dtype", str(dtype), ("float32", "bfloat16", "float16"))
+    choose("dtype", str(dtype), ("auto", "float32", "bfloat16", "float16"))
     if str(batch_size) != "1":
         log.warning("%s evaluates one request at a time; batch_size=%s is ignored", NAME, batch_size)
     device = str(_none(device) or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.startswith("cuda") and not torch.cuda.is_available():  # lm-eval's CLI passes cuda:0 by default
         log.warning("%s: CUDA is not available; running on cpu instead of %s", NAME, device)
         device = "cpu"
+    dtype = resolve_dtype(str(dtype), device)  # auto: bfloat16 on CUDA, float32 elsewhere
     try:
         config = RunConfig(
             policy=str(policy), cache_size=_number(float, cache_size), n_up=int(n_up),
@@ -276,7 +280,7 @@ class EvictingHFLM(TemplateLM):
         for s in range(0, len(inputs), chunk):
             e = min(s + chunk, len(inputs))
             keep = e - max(s, first_scored)  # scored positions in this chunk (logits_to_keep=0 would mean all)
-            logits = self._model(input_ids=ids[:, s:e], past_key_values=cache, use_cache=True,
+            logits = self._model(input_ids=ids[:, s:e], **cache_kwargs(self._model, cache), use_cache=True,
                                  logits_to_keep=max(keep, 1)).logits
             if keep > 0:
                 pieces.append(logits[0, -keep:])

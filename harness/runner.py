@@ -15,12 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness import distributed, provenance, records
+from harness.devices import check_device, check_device_map, resolve_dtype
 from harness.errors import UsageError, choose
 from harness.metrics import summarise
 
 TRUNCATIONS = ("paper", "longbench")
-DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu")
-DEVICE_HINT = "cpu, cuda, cuda:N or mps"
 MIN_PROMPT_TOKENS = 64  # a prompt cropped below this keeps no task (refused, see check_room)
 _RESULT_KEYS = ("prediction", "score", "new_tokens", "cache", "timing", "input_tokens", "prompt_tokens")
 
@@ -50,17 +49,18 @@ class RunConfig:
     chat_template: str = "auto"
     truncation: str = "paper"  # paper (crop the templated prompt by tokens) or longbench (official pred.py rule)
     seed: int = 0
-    device: str = "cpu"
-    dtype: str = "float32"
+    device: str = "cpu"  # where the model goes (with device_map: where the inputs go, the first layer's device)
+    dtype: str = "float32"  # a concrete name: run() resolves "auto" (harness.devices.resolve_dtype)
+    device_map: str | None = None  # accelerate's placement over the GPUs (harness.devices.DEVICE_MAPS)
     policy_options: dict = field(default_factory=dict)
     protocol: str = "paper"  # paper (the policy every n_up tokens) or kvpress (the context compressed once)
     compression_ratio: float | None = None  # kvpress protocol: fraction of the context evicted
     query_aware: bool = False  # kvpress protocol: the question is compressed with the context
 
     def identity(self) -> dict:
-        """The fields that must match for a run directory to be resumed (the kvpress protocol's
-        fields only under it, so run directories made before it existed still resume)."""
-        skip = {"device"} | ({"protocol", "compression_ratio", "query_aware"} if self.protocol == "paper" else set())
+        """The fields that must match for a run directory to be resumed (not where the model runs; the
+        kvpress protocol's fields only under it, so run directories made before it existed still resume)."""
+        skip = {"device", "device_map"} | ({"protocol", "compression_ratio", "query_aware"} if self.protocol == "paper" else set())
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
 
 
@@ -90,29 +90,11 @@ def validate(config: RunConfig):
 
     validate_protocol(config, suite)
     check_device(config.device)
+    choose("--dtype", config.dtype, ("float32", "bfloat16", "float16"))
+    check_device_map(config.device_map, config.device)
+    if config.device_map and hasattr(suite, "evaluate_sample"):
+        raise UsageError(f"--device-map: suite {config.suite} loads its own model, on --device")
     return suite, selected
-
-
-def check_device(device: str) -> None:
-    """:class:`UsageError` unless ``device`` is a torch device this machine has (cpu, cuda[:N], mps, xpu[:N])."""
-    import torch
-
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError, ValueError):
-        raise UsageError(f"--device {device!r} is not a device; use {DEVICE_HINT}") from None
-    if dev.type not in DEVICE_TYPES:
-        raise UsageError(f"--device {device!r}: not a device the harness runs on; use {DEVICE_HINT}")
-    if dev.type == "cpu":
-        return
-    backend = torch.backends.mps if dev.type == "mps" else getattr(torch, dev.type)
-    if not backend.is_available():
-        raise UsageError(f"--device {device}: no {dev.type} device is available to this torch "
-                         f"({torch.__version__}); use --device cpu")
-    count = getattr(backend, "device_count", lambda: 1)()
-    if dev.index is not None and dev.index >= count:
-        raise UsageError(f"--device {device}: this machine has {count} {dev.type} device(s), "
-                         f"{dev.type}:0 to {dev.type}:{count - 1}")
 
 
 def suite_options(config: RunConfig) -> dict:
@@ -263,13 +245,15 @@ def prepare_run_dir(run_dir: Path, config: RunConfig, meta: dict, note_resume: b
 
 
 def run(config: RunConfig, out: str | Path | None = None, progress: bool = True) -> Path:
-    """Run (or resume) ``config``; return the run directory."""
+    """Run (or resume) ``config``; return the run directory. ``config.dtype`` may be ``auto``: it is
+    resolved (bfloat16 on CUDA, float32 elsewhere) before anything is compared or written."""
     import torch
 
     from harness.attention import attach
     from harness.evaluate import Evaluator
     from harness.models import load_model
 
+    config = dataclasses.replace(config, dtype=resolve_dtype(config.dtype, config.device))
     suite, selected = validate(config)
     run_policy = make_run_policy(config)
     torch.manual_seed(config.seed)
@@ -286,7 +270,8 @@ def run(config: RunConfig, out: str | Path | None = None, progress: bool = True)
         tokenizer, source, context = None, {"name": model_name}, None
         max_length = config.max_length or getattr(suite, "max_length", 0)
     else:
-        model, tokenizer, model_source = load_model(config.model, device=device, dtype=config.dtype)
+        model, tokenizer, model_source = load_model(config.model, device=device, dtype=config.dtype,
+                                                    device_map=config.device_map, seed=config.seed)
         attach(model)
         context = getattr(model.config.get_text_config(), "max_position_embeddings", 8192)
         max_length = config.max_length or context

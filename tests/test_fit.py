@@ -141,7 +141,7 @@ def test_loop_improves_a_synthetic_objective(tiny_model_dir, tmp_path, monkeypat
         (["--stages", "passkey:3", "--fitness-rule", "ratio"],
          "unknown --fitness-rule 'ratio'; choose one of: offset, paper"),
         (["--stages", "passkey:3", "--dtype", "float8"],
-         "unknown --dtype 'float8'; choose one of: bfloat16, float16, float32"),
+         "unknown --dtype 'float8'; choose one of: auto, bfloat16, float16, float32"),
         (["--stages", "passkey:3", "--memory-weight", "-0.5"], "--memory-weight must be a finite number >= 0"),
         (["--stages", "passkey:3", "--memory-weight", "nan"], "--memory-weight must be a finite number >= 0"),
         (["--stages", "passkey:3", "--threads", "0"], "--threads must be a positive integer, got 0"),

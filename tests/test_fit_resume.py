@@ -290,8 +290,8 @@ def test_dtype_reaches_the_model(tiny_model_dir, tmp_path, monkeypatch):
 
     loaded, real = [], harness.models.load_model
 
-    def recording(spec=None, device="cpu", dtype="float32"):
-        model, tokenizer, source = real(spec, device=device, dtype=dtype)
+    def recording(spec=None, device="cpu", dtype="float32", **options):  # options: device_map, seed
+        model, tokenizer, source = real(spec, device=device, dtype=dtype, **options)
         loaded.append((dtype, next(model.parameters()).dtype))
         return model, tokenizer, source
 

@@ -8,6 +8,7 @@ from harness.errors import UsageError
 
 
 def add_arguments(p) -> None:
+    from harness.devices import DEVICE_MAP_HELP, DTYPE_HELP
     from harness.fit.loop import DEFAULT_FIT_DTYPE
 
     p.add_argument("--policy", default="namm_bam", help="namm_bam (default) or namm_mlp")
@@ -36,8 +37,8 @@ def add_arguments(p) -> None:
     p.add_argument("--member-batch", type=int, help="population members per forward pass (default: all)")
     p.add_argument("--stats-prompts", type=int, default=8, help="prompts for the normalisation statistics")
     p.add_argument("--model", help="model (default: the embedded smollm2)")
-    p.add_argument("--dtype", default=DEFAULT_FIT_DTYPE, metavar="{float32,bfloat16,float16}",
-                   help=f"model weights: float32, bfloat16 or float16 (default {DEFAULT_FIT_DTYPE})")
+    p.add_argument("--dtype", default="auto", metavar="{auto,float32,bfloat16,float16}",
+                   help="model weights: " + DTYPE_HELP.format(cpu=DEFAULT_FIT_DTYPE))
     p.add_argument("--max-length", type=int, help="context limit in tokens (default: the model's)")
     p.add_argument("--n-up", type=int, default=512)
     p.add_argument("--cache-mode", default="original")
@@ -47,7 +48,9 @@ def add_arguments(p) -> None:
                    help="start stage 1 from this NAMM checkpoint's parameters and frozen normalisation statistics "
                         "(continue an earlier fit with new stages)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda (with --device-map: where the "
+                   "inputs go)")
+    p.add_argument("--device-map", help=DEVICE_MAP_HELP)
     p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: torch's choice)")
     p.add_argument("--stop-after", metavar="DURATION",
                    help="stop between generations before this much wall time since the command started is "
@@ -61,14 +64,15 @@ def add_arguments(p) -> None:
 def main(args) -> int:
     import torch
 
+    from harness.devices import check_device, check_device_map, resolve_dtype
     from harness.fit.inputs import parse_stage
-    from harness.fit.loop import Fit, FitConfig
+    from harness.fit.loop import DEFAULT_FIT_DTYPE, Fit, FitConfig
     from harness.fit.stopping import Stopper, parse_duration
     from harness.suite_args import parse_suite_args
 
-    from harness.runner import check_device
-
     check_device(args.device)
+    check_device_map(args.device_map, args.device)
+    dtype = resolve_dtype(args.dtype, args.device, cpu_default=DEFAULT_FIT_DTYPE)  # concrete before it is recorded
     stopper = Stopper(parse_duration(args.stop_after), args.stop_after) if args.stop_after is not None else Stopper()
     if not args.stages:
         raise UsageError("give at least one --stages TASKS[:GENERATIONS], e.g. --stages passkey:10")
@@ -84,9 +88,9 @@ def main(args) -> int:
         elite_ratio=args.elite_ratio, sigma0=args.sigma0, mean0=args.mean0, cma=args.cma,
         fitness_rule=args.fitness_rule, memory_weight=args.memory_weight, prompts_per_task=args.prompts_per_task,
         val_fraction=args.val_fraction, eval_every=args.eval_every, member_batch=args.member_batch,
-        stats_prompts=args.stats_prompts, model=args.model, dtype=args.dtype,
+        stats_prompts=args.stats_prompts, model=args.model, dtype=dtype,
         max_length=args.max_length, n_up=args.n_up, cache_mode=args.cache_mode, gamma=args.gamma,
-        threshold=args.threshold, seed=args.seed, device=args.device, init=args.init,
+        threshold=args.threshold, seed=args.seed, device=args.device, device_map=args.device_map, init=args.init,
     )
     print(Fit(config, Path(args.out), progress=not args.quiet, stopper=stopper).run())
     return 0

@@ -77,13 +77,15 @@ class FitConfig:
     chat_template: str = "auto"
     seed: int = 0
     device: str = "cpu"
+    device_map: str | None = None  # accelerate's placement over the GPUs (harness.devices.DEVICE_MAPS)
     init: str | None = None  # a NAMM checkpoint: stage 1 starts from its parameters and frozen statistics
 
     def identity(self) -> dict:
         """What a fit folder's ``config.json`` records (``"fit"``) and a resume must match: every field
-        but ``device`` (``--stop-after``, ``--threads`` and ``--quiet`` are not fields either)."""
+        but ``device`` and ``device_map`` (``--stop-after``, ``--threads`` and ``--quiet`` are not fields either)."""
         data = dataclasses.asdict(self)
         data.pop("device")
+        data.pop("device_map")
         data["stages"] = [[list(t), g] for t, g in self.stages]
         return data
 
@@ -117,7 +119,8 @@ class Fit:
         self.init = init_checkpoint(config) if config.init is not None else None  # checked before the model loads
         self.world = distributed.World.from_env(config.device)
         device = self.world.device_for(config.device)
-        self.model, self.tokenizer, self.source = load_model(config.model, device=device, dtype=config.dtype)
+        self.model, self.tokenizer, self.source = load_model(config.model, device=device, dtype=config.dtype,
+                                                             device_map=config.device_map, seed=config.seed)
         attach(self.model)
         text_config = self.model.config.get_text_config()
         self.max_length = config.max_length or text_config.max_position_embeddings

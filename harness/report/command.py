@@ -115,8 +115,12 @@ def build(args):
     return runs, tables, summaries, fits
 
 
+RANDOM_WEIGHTS = " (random weights: speed/memory only)"  # a --model random:<arch> run: its scores mean nothing
+
+
 def _inputs_md(runs) -> list[str]:
-    """The runs table (a row per run, its code · dtype · device) and a footnote with the library versions."""
+    """The runs table (a row per run, its code · dtype · device; models with random weights marked) and a
+    footnote with the library versions."""
     from harness import provenance
     from harness.report.align import source_of
 
@@ -133,7 +137,8 @@ def _inputs_md(runs) -> list[str]:
         if resumed:
             code += f" (resumed under {', '.join(dict.fromkeys(resumed))})"
         versions.setdefault(provenance.versions_text(prov), []).append(run.label)
-        out.append(f"| {run.label} | {run.suite} | {run.policy} | {run.model} | {len(run.records)}{status} | {data} | "
+        model = run.model + (RANDOM_WEIGHTS if (run.config.get("model") or {}).get("random_weights") else "")
+        out.append(f"| {run.label} | {run.suite} | {run.policy} | {model} | {len(run.records)}{status} | {data} | "
                    f"{code} | `{run.path}` |")
     out.append("")
     if len(versions) == 1:

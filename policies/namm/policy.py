@@ -71,6 +71,19 @@ class NAMMPolicy(Policy):
             self.norm_var = torch.ones(self.features.n_freq)
         self.stats = RunningStats(self.features.n_freq) if self.collect_stats else None
         self.seconds = {"features": 0.0, "scorer": 0.0}  # wall time, summed over layers and updates
+        self._moved: dict = {}  # (device, dtype) -> (the tensors moved, their copies there); see _on
+
+    def _on(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(params, norm_mean, norm_var)`` on ``like``'s device in its dtype: moved once per device
+        (layers spread over GPUs by a device map each get their own copy) and again only when
+        :meth:`set_params` (or assignment) replaced them."""
+        source = (self.params, self.norm_mean, self.norm_var)
+        key = (like.device, like.dtype)
+        moved = self._moved.get(key)
+        if moved is None or any(a is not b for a, b in zip(moved[0], source)):
+            moved = (source, tuple(t.to(device=like.device, dtype=like.dtype) for t in source))
+            self._moved[key] = moved
+        return moved[1]
 
     def _shipped(self) -> str | None:
         path = SHIPPED / f"{self.name}.safetensors"
@@ -106,9 +119,10 @@ class NAMMPolicy(Policy):
             self.stats.update(ema, view.valid)
             keep = view.valid.clone()
             return Selection(torch.zeros_like(keep, dtype=torch.float32), keep)
-        x = token_features(normalise(ema, self.norm_mean.to(ema), self.norm_var.to(ema)), view.age, self.features)
+        params, mean, var = self._on(ema)
+        x = token_features(normalise(ema, mean, var), view.age, self.features)
         middle = time.perf_counter()
-        scores = self.scorer.score(x, view.valid, self.params.to(x))
+        scores = self.scorer.score(x, view.valid, params.to(x.dtype))
         self.seconds["features"] += middle - start
         self.seconds["scorer"] += time.perf_counter() - middle
         scores = scores.masked_fill(view.positions == view.seen - 1, math.inf)  # the newest token stays
