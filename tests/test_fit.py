@@ -144,6 +144,9 @@ def test_loop_improves_a_synthetic_objective(tiny_model_dir, tmp_path, monkeypat
          "unknown --dtype 'float8'; choose one of: auto, bfloat16, float16, float32"),
         (["--stages", "passkey:3", "--memory-weight", "-0.5"], "--memory-weight must be a finite number >= 0"),
         (["--stages", "passkey:3", "--memory-weight", "nan"], "--memory-weight must be a finite number >= 0"),
+        (["--stages", "passkey:3", "--memory-target", "0.5"], "--memory-target must be a kept fraction in (0, 1] and "
+                                                              "needs --memory-weight > 0"),
+        (["--stages", "passkey:3", "--memory-weight", "1", "--memory-target", "1.5"], "--memory-target must be"),
         (["--stages", "passkey:3", "--threads", "0"], "--threads must be a positive integer, got 0"),
         (["--stages", "passkey:3", "--stop-after", "2 hours"],
          "--stop-after '2 hours' is not a duration; use e.g. 2h, 90m, 3600s or 3600 (seconds)"),
@@ -311,6 +314,10 @@ def test_memory_term_by_hand():
     assert fitness_of(member, refs, memory_weight=0.4)[0] == pytest.approx(0.75 - 0.4 * 0.25, abs=1e-15)  # 0.65
     assert fitness_of(member, {"a": [0.0, 0.0], "b": [0.5]}, "offset", 1.0)[0] == pytest.approx(
         (1.5 + 1.0) / 2 - 0.25, abs=1e-15)
+    # a target: the hinge costs only the excess over it (kept 0.25 is within 0.3; 0.8 exceeds 0.5 by 0.3)
+    assert fitness_of(member, refs, memory_weight=2.0, memory_target=0.3)[0] == 0.75
+    assert fitness_of({**member, "kept": 0.8}, refs, memory_weight=2.0, memory_target=0.5)[0] == pytest.approx(
+        0.75 - 2.0 * 0.3, abs=1e-15)
     # 30 tokens kept of 90 prompt + 10 generated
     assert kept_fraction({"cache": {"logical_mean": 30.0}, "new_tokens": 10}, 90) == pytest.approx(0.3, abs=1e-15)
 

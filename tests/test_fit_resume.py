@@ -253,7 +253,7 @@ def test_fit_from_before_the_new_options_resumes_as_full_covariance(tiny_model_d
     assert main(synthetic_args(tiny_model_dir, old, *common, "--cma", "full", "--dtype", "float32", "--stop-after", "45s", **args)) == 0
     assert state(old)["generation"] == 2  # 2 generations of 20 s (evaluation + validation)
     config = json.loads((old / "config.json").read_text())
-    for key in ("cma", "dtype", "fitness_rule", "memory_weight", "init"):
+    for key in ("cma", "dtype", "fitness_rule", "memory_weight", "memory_target", "init"):
         del config["fit"][key]
     (old / "config.json").write_text(json.dumps(config))
     saved = state(old)
@@ -277,7 +277,7 @@ def test_fit_from_before_the_new_options_resumes_as_full_covariance(tiny_model_d
 
 def test_identity_leaves_out_run_only_settings():
     identity = loop.FitConfig().identity()
-    assert {"cma", "dtype", "fitness_rule", "memory_weight", "init"} <= set(identity)
+    assert {"cma", "dtype", "fitness_rule", "memory_weight", "memory_target", "init"} <= set(identity)
     assert not {"device", "threads", "stop_after", "quiet", "out"} & set(identity)
     assert identity["dtype"] == loop.DEFAULT_FIT_DTYPE and identity["cma"] == "diagonal"
 

@@ -31,6 +31,9 @@ def add_arguments(p) -> None:
                         "divides every task by (full-cache mean + 1e-7), as the paper's code")
     p.add_argument("--memory-weight", type=float, default=0.0, metavar="W",
                    help="beyond the paper: fitness minus W times the mean kept fraction of the cache (default 0)")
+    p.add_argument("--memory-target", type=float, metavar="T",
+                   help="beyond the paper: with --memory-weight W, the memory term is W * max(0, kept fraction - T) "
+                        "(caches at or below T cost nothing); default: W * kept fraction")
     p.add_argument("--prompts-per-task", type=int, default=64, help="training prompts sampled per task and generation")
     p.add_argument("--val-fraction", type=float, default=0.2, help="share of each task's prompts held out")
     p.add_argument("--eval-every", type=int, default=10, help="score the CMA-ES mean on validation every N generations")
@@ -86,7 +89,8 @@ def main(args) -> int:
         policy=args.policy, suite=args.suite, suite_args=parse_suite_args(args.suite_arg),
         data_dir=args.data_dir, stages=[parse_stage(s) for s in args.stages], popsize=args.popsize,
         elite_ratio=args.elite_ratio, sigma0=args.sigma0, mean0=args.mean0, cma=args.cma,
-        fitness_rule=args.fitness_rule, memory_weight=args.memory_weight, prompts_per_task=args.prompts_per_task,
+        fitness_rule=args.fitness_rule, memory_weight=args.memory_weight, memory_target=args.memory_target,
+        prompts_per_task=args.prompts_per_task,
         val_fraction=args.val_fraction, eval_every=args.eval_every, member_batch=args.member_batch,
         stats_prompts=args.stats_prompts, model=args.model, dtype=dtype,
         max_length=args.max_length, n_up=args.n_up, cache_mode=args.cache_mode, gamma=args.gamma,

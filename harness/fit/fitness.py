@@ -9,7 +9,8 @@ Two rules for a task whose full-cache mean is 0 on the sampled prompts (:data:`F
 ``mean(member) / (mean(full) + 1e-7)`` everywhere. Beyond the paper, an optional memory term:
 ``fitness = mean over tasks of the normalised score - memory_weight * kept fraction``, the kept
 fraction being the mean over the member's prompts of (cache logical size at the end) / (tokens the
-cache saw: prompt tokens fed + generated tokens).
+cache saw: prompt tokens fed + generated tokens); with a ``memory_target`` T the term is a hinge,
+``memory_weight * max(0, kept fraction - T)``: caches at or below T cost nothing.
 """
 
 from __future__ import annotations
@@ -99,13 +100,20 @@ def evaluate_members(evaluator, config, params, norm_mean, norm_var, prompts) ->
     return out
 
 
+def memory_term(kept: float, memory_weight: float = 0.0, memory_target: float | None = None) -> float:
+    """What the cache costs in the fitness: ``memory_weight * kept``, or with ``memory_target`` T
+    ``memory_weight * max(0, kept - T)`` (beyond the paper; 0 by default, as the paper)."""
+    excess = kept if memory_target is None else max(0.0, kept - memory_target)
+    return memory_weight * excess
+
+
 def fitness_of(member: dict, references: dict[str, list[float]], rule: str = "offset",
-               memory_weight: float = 0.0) -> tuple[float, dict[str, float]]:
+               memory_weight: float = 0.0, memory_target: float | None = None) -> tuple[float, dict[str, float]]:
     """``(fitness, per-task normalised scores)``: fitness = mean over tasks of :func:`normalised`
-    minus ``memory_weight * member["kept"]`` (the memory term; 0 by default, as the paper)."""
+    minus :func:`memory_term` of ``member["kept"]``."""
     per_task = {task: normalised(scores, references[task], rule) for task, scores in member["scores"].items()}
     score = sum(per_task.values()) / len(per_task)
-    return score - memory_weight * member["kept"], per_task
+    return score - memory_term(member["kept"], memory_weight, memory_target), per_task
 
 
 def write_log(path: Path, log: list[dict]) -> None:

@@ -38,6 +38,9 @@ def validate(config, out: Path):
     weight = config.memory_weight
     if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
         raise UsageError(f"--memory-weight must be a finite number >= 0 (0 = the paper's fitness), got {weight}")
+    target = config.memory_target
+    if target is not None and not (0 < target <= 1 and weight > 0):
+        raise UsageError(f"--memory-target must be a kept fraction in (0, 1] and needs --memory-weight > 0, got {target}")
     from harness.runner import RunConfig, suite_options
     from harness.suite_args import load_suite
 

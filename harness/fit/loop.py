@@ -45,7 +45,8 @@ DEFAULT_FIT_DTYPE = "bfloat16"  # model weights' dtype during a fit (--dtype): m
 
 # Settings added after fits were first made, with what a saved config.json without them means (the
 # behaviour before the option existed), so that those fits resume unchanged.
-LEGACY_IDENTITY = {"init": None, "cma": "full", "dtype": "float32", "fitness_rule": "offset", "memory_weight": 0.0}
+LEGACY_IDENTITY = {"init": None, "cma": "full", "dtype": "float32", "fitness_rule": "offset", "memory_weight": 0.0,
+                   "memory_target": None}
 
 
 @dataclass
@@ -62,6 +63,7 @@ class FitConfig:
     cma: str = "diagonal"  # covariance: "diagonal" (separable CMA-ES) or "full" (the paper); see cmaes.py
     fitness_rule: str = "offset"  # when the full cache scores 0: "offset" (1 + mean) or "paper" (/ (0 + 1e-7))
     memory_weight: float = 0.0  # fitness -= memory_weight * kept fraction (beyond the paper; 0 = off)
+    memory_target: float | None = None  # with it, the memory term is memory_weight * max(0, kept - target)
     prompts_per_task: int = 64
     val_fraction: float = 0.2
     eval_every: int = 10
@@ -236,7 +238,8 @@ class Fit:
         prompts = self._prompts([s for t in tasks for s in self.splits[t][1]])
         refs = self._references(prompts)
         member = self._population(mean[None], prompts, state)[0]
-        fitness, per_task = fitness_of(member, refs, self.config.fitness_rule, self.config.memory_weight)
+        fitness, per_task = fitness_of(member, refs, self.config.fitness_rule, self.config.memory_weight,
+                                       self.config.memory_target)
         return {"tasks": per_task, "mean": sum(per_task.values()) / len(per_task), "fitness": fitness,
                 "cache_logical_mean": member["cache"], "kept_fraction": member["kept"]}
 
@@ -311,7 +314,7 @@ class Fit:
         refs = self._references(prompts)
         population = es.ask()
         members = self._population(population, prompts, state)
-        scored = [fitness_of(m, refs, config.fitness_rule, config.memory_weight) for m in members]
+        scored = [fitness_of(m, refs, config.fitness_rule, config.memory_weight, config.memory_target) for m in members]
         fitness = np.array([f for f, _ in scored])
         es.tell(population, fitness)
         validation = None
@@ -369,7 +372,7 @@ class Fit:
                      "generation": state["best"]["generation"], "generations_so_far": len(log) + 1,
                      "popsize": self.config.popsize, "prompts_per_task": self.config.prompts_per_task,
                      "cma": self.config.cma, "fitness_rule": self.config.fitness_rule,
-                     "memory_weight": self.config.memory_weight},
+                     "memory_weight": self.config.memory_weight, "memory_target": self.config.memory_target},
         )
 
     def _fitted_on(self, stage: int, tasks) -> dict:
