@@ -21,6 +21,10 @@ class World:
         import torch.distributed as dist
 
         if not dist.is_initialized():
+            if device.startswith("cuda"):  # NCCL: each rank on its own GPU before the group forms (barrier)
+                import torch
+
+                torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
             dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
         return cls(dist.get_rank(), dist.get_world_size(), True)
 
