@@ -108,7 +108,7 @@ class Evaluator:
 
         context, question = context_and_question(self.tokenizer, sample, self.chat_template, self.query_aware,
                                                  self.max_length)
-        keep = kept_tokens(len(context), self.compression_ratio)
+        keep = kept_tokens(len(context), self.compression_ratio) if policy.evicts else len(context)  # full: all
         cache = EvictionCache(self.model.config, with_budget(policy, keep), mode=self.cache_mode, stream_rows=True,
                               once_at=len(context), keep_tokens=keep)
         info = {"context_tokens": len(context), "question_tokens": len(question), "kept_tokens": keep,

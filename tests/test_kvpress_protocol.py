@@ -294,3 +294,20 @@ def test_report_leaderboard_has_a_column_per_ratio_and_the_paper_schedule(tiny_m
     assert 0.4 < kept < 0.9
     full, _ = average("full")
     assert f"| full cache (paper) | {full:.1f} | {full:.1f} | {full:.1f} | 2 |" in lines
+
+
+@pytest.mark.parametrize("policy", ["full", "h2o", "l2", "streaming", "namm_bam", "namm_mlp",
+                                    pytest.param("kvpress:KnormPress", marks=needs_kvpress),
+                                    pytest.param("kvpress:TOVAPress", marks=needs_kvpress)])
+def test_every_policy_runs_under_the_protocol(policy, tiny_model_dir, tmp_path):
+    """Each policy compresses the context once to exactly int(n_context * 0.5) tokens per KV head
+    (full: nothing, and its record says so), and the rest of the sequence is kept."""
+    out = tmp_path / "run"
+    assert _run(tiny_model_dir, out, "--tasks", "passkey", "--policy", policy, "--protocol", "kvpress",
+                "--compression-ratio", "0.5") == 0
+    (r,) = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
+    info = r["kvpress"]
+    rest = info["question_tokens"] + r["new_tokens"] - 1  # the last new token is never fed back
+    assert info["kept_tokens"] == r["budget"] == (info["context_tokens"] if policy == "full"
+                                                   else int(info["context_tokens"] * 0.5))
+    assert [layer["logical"] for layer in r["cache"]["layers"]] == [float(info["kept_tokens"] + rest)] * 2
