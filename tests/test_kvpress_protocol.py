@@ -290,7 +290,7 @@ def test_report_leaderboard_has_a_column_per_ratio_and_the_paper_schedule(tiny_m
     assert f"| l2 (recent window 0) | {l2_half:.1f} | {l2_quarter:.1f} | — | 2 |" in lines
     h2o, recs = average("h2o-paper")
     kept = sum(r["cache"]["logical_mean"] / (r["input_tokens"] + r["new_tokens"]) for r in recs) / len(recs)
-    assert f"| h2o | — | — | {h2o:.1f} ({kept:.2f}) | 2 |" in lines
+    assert f"| h2o (cache-size 0.5) | — | — | {h2o:.1f} ({kept:.2f}) | 2 |" in lines
     assert 0.4 < kept < 0.9
     full, _ = average("full")
     assert f"| full cache (paper) | {full:.1f} | {full:.1f} | {full:.1f} | 2 |" in lines

@@ -27,8 +27,11 @@ def _protocol(run: Run) -> str:
 
 
 def _name(run: Run) -> str:
-    rw = run.run.get("recent_window")
-    return run.policy + (f" (recent window {rw})" if rw is not None else "")
+    """The policy, with the settings that tell its rows apart (recent window, paper-schedule budget)."""
+    parts = [f"recent window {run.run['recent_window']}"] if run.run.get("recent_window") is not None else []
+    if _protocol(run) == "paper" and run.run.get("cache_size") is not None:
+        parts.append(f"cache-size {run.run['cache_size']:g}")
+    return run.policy + (f" ({', '.join(parts)})" if parts else "")
 
 
 def _by_length(run: Run) -> dict:
