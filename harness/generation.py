@@ -41,6 +41,7 @@ def greedy_generate(
     the first chunk is computed once for all of them.
     """
     clock = Clock(input_ids.device)  # CUDA events on a GPU (synchronised), perf_counter on CPU
+    fed = cache_kwargs(model, cache)  # how this transformers version takes the cache (once, not per token)
     logits = None
     batch = input_ids.shape[0]
     first = 0
@@ -52,11 +53,11 @@ def greedy_generate(
     with clock.phase():
         if shared_prefix and batch > 1:  # identical rows: the first chunk runs once (EvictionCache.shared_prefill)
             end = bounds[0][1]
-            out = cache.shared_prefill(lambda: model(input_ids=input_ids[:1, :end], **cache_kwargs(model, cache),
+            out = cache.shared_prefill(lambda: model(input_ids=input_ids[:1, :end], **fed,
                                                      use_cache=True, logits_to_keep=1), batch)
             logits, first = out.logits[:, -1].expand(batch, -1), 1
         for s, e in bounds[first:]:
-            out = model(input_ids=input_ids[:, s:e], **cache_kwargs(model, cache), use_cache=True, logits_to_keep=1)
+            out = model(input_ids=input_ids[:, s:e], **fed, use_cache=True, logits_to_keep=1)
             logits = out.logits[:, -1]
     prefill_s = clock.seconds
     tokens: list[list[int]] = [[] for _ in range(batch)]
@@ -72,7 +73,7 @@ def greedy_generate(
                         tokens[i].append(token)
             if all(done) or step + 1 == max_new_tokens:
                 break
-            out = model(input_ids=next_tokens[:, None], **cache_kwargs(model, cache), use_cache=True)
+            out = model(input_ids=next_tokens[:, None], **fed, use_cache=True)
             logits = out.logits[:, -1]
     return Generation(tokens[0], prefill_s, clock.seconds, tokens)
 

@@ -69,21 +69,22 @@ def leaderboard_markdown(runs: list[Run]) -> str | None:
         if not kv:
             continue
         ratios = sorted({float(r.run["compression_ratio"]) for r in kv})
-        lengths = sorted({k for r in mine for k in _by_length(r)}, key=lambda x: (x == ALL, x if x != ALL else 0))
+        grouped = {id(r): _by_length(r) for r in mine}  # each run's records grouped once
+        lengths = sorted({k for g in grouped.values() for k in g}, key=lambda x: (x == ALL, x if x != ALL else 0))
         for length in lengths:
             head = [f"#### {suite}, {length if length == ALL else f'{length:,} tokens'}", "",
                     "| Policy | " + " | ".join(f"R = {r:g}" for r in ratios) + " | paper schedule (mean cache) | samples |",
                     "|:---|" + "---:|" * (len(ratios) + 2)]
             body = []
             for run in [r for r in mine if r.policy == "full"]:
-                tasks = _by_length(run).get(length)
+                tasks = grouped[id(run)].get(length)
                 if tasks:
                     cell = f"{task_average(tasks):.1f}"
                     body.append(f"| full cache ({_protocol(run)}) | " + " | ".join(cell for _ in ratios)
                                 + f" | {cell} | {sum(map(len, tasks.values()))} |")
             cells: dict[str, dict[float, tuple[float, int]]] = defaultdict(dict)
             for run in kv:
-                tasks = _by_length(run).get(length)
+                tasks = grouped[id(run)].get(length)
                 if tasks:
                     cells[_name(run)][float(run.run["compression_ratio"])] = (
                         task_average(tasks), sum(map(len, tasks.values())))
@@ -92,7 +93,7 @@ def leaderboard_markdown(runs: list[Run]) -> str | None:
                 body.append(f"| {name} | " + " | ".join(f"{row[r][0]:.1f}" if r in row else "—" for r in ratios)
                             + f" | — | {'/'.join(map(str, counts))} |")
             for run in [r for r in mine if _protocol(r) == "paper" and r.policy != "full"]:
-                tasks = _by_length(run).get(length)
+                tasks = grouped[id(run)].get(length)
                 kept = _kept_fraction(run)
                 if tasks:
                     where = f"{kept:.2f}" if kept is not None else "?"
