@@ -60,14 +60,27 @@ def reset_peak_memory(device) -> None:
         torch.cuda.reset_peak_memory_stats(device)
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident set size in MB: ``VmHWM`` of ``/proc/self/status`` on Linux (the
+    peak since the program started: ``ru_maxrss`` also counts the parent's before ``exec``), else
+    ``ru_maxrss``."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def peak_memory(device) -> dict:
     """``{"peak_memory_mb", "peak_memory_kind"}``: GPU memory allocated by torch at its peak on CUDA,
     the process's peak resident set size on CPU."""
     if torch.device(device).type == "cuda":
         return {"peak_memory_mb": round(torch.cuda.max_memory_allocated(device) / 2**20, 1),
                 "peak_memory_kind": "cuda_max_allocated"}
-    return {"peak_memory_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-            "peak_memory_kind": "cpu_peak_rss"}
+    return {"peak_memory_mb": round(peak_rss_mb(), 1), "peak_memory_kind": "cpu_peak_rss"}
 
 
 def kv_bytes_per_token(config, dtype: torch.dtype) -> int:
