@@ -88,17 +88,20 @@ class Evaluator:
             return ids, middle_crop(ids, budget)
         return ids, middle_crop(ids, self.max_length - sample.max_new_tokens)
 
-    def evaluate(self, sample, policy, batch: int = 1, cropped: list[int] | None = None) -> list[dict]:
-        """Generate and score; one result per batch element (prediction, score, cache, timing)."""
+    def evaluate(self, sample, policy, batch: int = 1, cropped: list[int] | None = None,
+                 target: list[int] | None = None) -> list[dict]:
+        """Generate and score; one result per batch element (prediction, score, cache, timing; with
+        ``target`` token ids also ``progress``: how far greedy decoding followed them, see
+        :func:`~harness.generation.greedy_generate`)."""
         if self.protocol == "kvpress":
-            return self._evaluate_kvpress(sample, policy, batch)
+            return self._evaluate_kvpress(sample, policy, batch, target)
         cropped = cropped if cropped is not None else self.inputs(sample)[1]
         chunk = self.prefill_chunk or self.n_up
         # streamed NAMM features need every n_up-th token to end a forward chunk; greedy_generate
         # feeds the prompt and all but the last new token
         cache = EvictionCache(self.model.config, policy, n_up=self.n_up, mode=self.cache_mode,
                               stream_rows=self.n_up % chunk == 0, max_tokens=len(cropped) + sample.max_new_tokens - 1)
-        return self._generate(sample, cache, cropped, batch, chunk)
+        return self._generate(sample, cache, cropped, batch, chunk, target=target)
 
     def kvpress_inputs(self, sample, policy) -> tuple[EvictionCache, list[int], int, dict]:
         """The kvpress protocol's ``(cache, ids fed, context tokens, record info)`` for ``sample``: the
@@ -115,15 +118,17 @@ class Evaluator:
                 "compression_ratio": self.compression_ratio, "query_aware": self.query_aware}
         return cache, context + question, len(context), info
 
-    def _evaluate_kvpress(self, sample, policy, batch: int) -> list[dict]:
+    def _evaluate_kvpress(self, sample, policy, batch: int, target: list[int] | None = None) -> list[dict]:
         cache, ids, n_context, info = self.kvpress_inputs(sample, policy)
-        results = self._generate(sample, cache, ids, batch, self.prefill_chunk or self.n_up, split=n_context)
+        results = self._generate(sample, cache, ids, batch, self.prefill_chunk or self.n_up, split=n_context,
+                                 target=target)
         return [{**r, "kvpress": info} for r in results]
 
-    def _generate(self, sample, cache, ids: list[int], batch: int, chunk: int, split: int | None = None) -> list[dict]:
+    def _generate(self, sample, cache, ids: list[int], batch: int, chunk: int, split: int | None = None,
+                  target: list[int] | None = None) -> list[dict]:
         input_ids = torch.tensor([ids], device=self.device).expand(batch, -1)
         gen = greedy_generate(self.model, input_ids, cache, sample.max_new_tokens, chunk,
-                              self.stop_ids, shared_prefix=batch > 1, split=split)
+                              self.stop_ids, shared_prefix=batch > 1, split=split, target=target)
         results = []
         for i, tokens in enumerate(gen.batch_tokens):
             prediction = self.tokenizer.decode(tokens, skip_special_tokens=True)
@@ -137,6 +142,7 @@ class Evaluator:
                     "decode_s": round(gen.decode_s, 4),
                     "policy_s": round(cache.policy_seconds(), 4),
                 },
+                **({"progress": gen.progress[i]} if gen.progress is not None else {}),
             })
         return results
 

@@ -109,7 +109,7 @@ def test_loop_improves_a_synthetic_objective(tiny_model_dir, tmp_path, monkeypat
 
     direction = torch.randn(4172, generator=torch.Generator().manual_seed(0)).sign()
 
-    def synthetic(evaluator, config, params, norm_mean, norm_var, prompts):
+    def synthetic(evaluator, config, params, norm_mean, norm_var, prompts, targets=None):
         score = torch.sigmoid(100 * (params * direction).mean(-1))
         return [{"scores": {s.task: [float(c)] for s, _ in prompts}, "cache": 0.0, "kept": 0.0} for c in score]
 
@@ -147,6 +147,7 @@ def test_loop_improves_a_synthetic_objective(tiny_model_dir, tmp_path, monkeypat
         (["--stages", "passkey:3", "--memory-target", "0.5"], "--memory-target must be a kept fraction in (0, 1] and "
                                                               "needs --memory-weight > 0"),
         (["--stages", "passkey:3", "--memory-weight", "1", "--memory-target", "1.5"], "--memory-target must be"),
+        (["--stages", "passkey:3", "--progress-weight", "-1"], "--progress-weight must be a finite number >= 0"),
         (["--stages", "passkey:3", "--threads", "0"], "--threads must be a positive integer, got 0"),
         (["--stages", "passkey:3", "--stop-after", "2 hours"],
          "--stop-after '2 hours' is not a duration; use e.g. 2h, 90m, 3600s or 3600 (seconds)"),
@@ -159,6 +160,22 @@ def test_bad_fit_input_is_one_line_exit_2(extra, expect, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and expect in err[0], err
     assert not out.exists()
+
+
+def test_progress_weight_adds_the_answer_progress_to_the_fitness(tiny_model_dir, tmp_path):
+    """With --progress-weight 0.5 the logged population mean fitness is the mean normalised score plus
+    0.5 x the mean answer progress (one task, no memory term); the weight is part of the fit's identity."""
+    out = tmp_path / "progress"
+    args = ["fit", "--model", str(tiny_model_dir), "--stages", "passkey:2", "--popsize", "4", "--prompts-per-task", "2",
+            "--val-fraction", "0.4", "--eval-every", "2", "--n-up", "64", "--stats-prompts", "2", "--sigma0", "0.5",
+            "--progress-weight", "0.5", "--out", str(out), "--quiet"]
+    assert main(args) == 0
+    for r in log(out):
+        assert 0.0 < r["progress"]["passkey"] <= 1.0
+        assert r["fitness"]["mean"] == pytest.approx(r["task_fitness"]["passkey"] + 0.5 * r["progress"]["passkey"],
+                                                     abs=1e-12)
+    assert json.loads((out / "config.json").read_text())["fit"]["progress_weight"] == 0.5
+    assert main(args[:-5] + ["--progress-weight", "0.25", "--out", str(out), "--quiet"]) == 2  # not this fit
 
 
 def test_unwritable_out_is_refused(tmp_path, capsys):
@@ -332,7 +349,7 @@ def test_evaluate_members_averages_the_kept_fraction_over_prompts(monkeypatch):
     monkeypatch.setattr(fitness, "make_member_policy", lambda config, chunk, mean, var: chunk)
 
     class FakeEvaluator:
-        def evaluate(self, sample, policy, batch, cropped):
+        def evaluate(self, sample, policy, batch, cropped, target=None):
             assert policy.shape[0] == batch
             out = []
             for k in policy[:, 0].long().tolist():

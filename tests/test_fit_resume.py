@@ -62,7 +62,7 @@ def use_synthetic(monkeypatch, clock=None, on_call=None):
     stop rule's clock) by 10 s and runs ``on_call(call number)``."""
     calls = [0]
 
-    def evaluate(evaluator, config, params, norm_mean, norm_var, prompts):
+    def evaluate(evaluator, config, params, norm_mean, norm_var, prompts, targets=None):
         calls[0] += 1
         if clock is not None:
             clock[0] += 10.0

@@ -455,3 +455,32 @@ def test_overall_ratio_of_means(tmp_path, three_runs):
     h2o = mean(expected_cells(recs["h2o"], recs["full"], tasks)[t]["score"] for t in tasks)
     assert rows["H2O"][3] == f"{h2o:.2f} ({h2o / full:.2f})"
     assert "the row's average divided by the full-cache row's average" in (out / "tables" / "longbench.md").read_text()
+
+
+def test_task_length_table(tmp_path):
+    """With two NIAH tasks the report adds a column per (task, length): each cell is that task's mean
+    score at that length, normalised by the full cache's on the same samples."""
+    def niah(seed, full=False):
+        rng = random.Random(seed)
+        out = []
+        for task, tid in (("passkey", "NIAH.PassKey"), ("needle", "NIAH.Needle")):
+            for length in (1024, 2048):
+                for depth in (0.0, 0.5, 1.0):
+                    tokens = length - 20
+                    logical = tokens + 3 if full else min(tokens, 512) + 3
+                    out.append(record(task, f"{task}-{length}-{depth}", float(rng.random() > 0.3), logical, logical,
+                                      tokens, tid, "generated", {"length": length, "depth": depth}))
+        return out
+
+    n_full, n_h2o = niah(3, full=True), niah(4)
+    nf = write_run(tmp_path / "nfull", "full", n_full, suite="niah")
+    nh = write_run(tmp_path / "nh2o", "h2o", n_h2o, suite="niah", cache_size=512)
+    out = tmp_path / "out"
+    report(nf, nh, "--out", out, "--no-figures")
+    header, rows = md_table(out / "tables" / "niah_by_task_length.md")
+    cells = [(t, n) for t in ("needle", "passkey") for n in (1024, 2048)]
+    assert header[:4] == [f"{t} {n}" for t, n in cells]
+    for k, (task, length) in enumerate(cells):
+        pick = lambda recs: [r["score"] for r in recs if r["task"] == task and r["metadata"]["length"] == length]  # noqa: E731
+        s, f = 100 * mean(pick(n_h2o)), 100 * mean(pick(n_full))
+        assert rows["H2O"][k] == (f"{s:.2f} ({s / f:.2f})" if f else f"{s:.2f} (—)")

@@ -34,6 +34,10 @@ def add_arguments(p) -> None:
     p.add_argument("--memory-target", type=float, metavar="T",
                    help="beyond the paper: with --memory-weight W, the memory term is W * max(0, kept fraction - T) "
                         "(caches at or below T cost nothing); default: W * kept fraction")
+    p.add_argument("--progress-weight", type=float, default=0.0, metavar="P",
+                   help="beyond the paper: fitness plus P times each task's mean answer progress, how far greedy "
+                        "decoding follows the reference answer (in [0, 1]; breaks ties between right-or-wrong "
+                        "scores); default 0")
     p.add_argument("--prompts-per-task", type=int, default=64, help="training prompts sampled per task and generation")
     p.add_argument("--val-fraction", type=float, default=0.2, help="share of each task's prompts held out")
     p.add_argument("--eval-every", type=int, default=10, help="score the CMA-ES mean on validation every N generations")
@@ -90,7 +94,7 @@ def main(args) -> int:
         data_dir=args.data_dir, stages=[parse_stage(s) for s in args.stages], popsize=args.popsize,
         elite_ratio=args.elite_ratio, sigma0=args.sigma0, mean0=args.mean0, cma=args.cma,
         fitness_rule=args.fitness_rule, memory_weight=args.memory_weight, memory_target=args.memory_target,
-        prompts_per_task=args.prompts_per_task,
+        progress_weight=args.progress_weight, prompts_per_task=args.prompts_per_task,
         val_fraction=args.val_fraction, eval_every=args.eval_every, member_batch=args.member_batch,
         stats_prompts=args.stats_prompts, model=args.model, dtype=dtype,
         max_length=args.max_length, n_up=args.n_up, cache_mode=args.cache_mode, gamma=args.gamma,

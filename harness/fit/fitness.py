@@ -10,7 +10,13 @@ Two rules for a task whose full-cache mean is 0 on the sampled prompts (:data:`F
 ``fitness = mean over tasks of the normalised score - memory_weight * kept fraction``, the kept
 fraction being the mean over the member's prompts of (cache logical size at the end) / (tokens the
 cache saw: prompt tokens fed + generated tokens); with a ``memory_target`` T the term is a hinge,
-``memory_weight * max(0, kept fraction - T)``: caches at or below T cost nothing.
+``memory_weight * max(0, kept fraction - T)``: caches at or below T cost nothing. Also beyond the
+paper, a dense term for tasks scored right-or-wrong: ``+ progress_weight *`` the task's mean
+*answer progress* (how far greedy decoding followed the reference continuation, in [0, 1]: see
+:func:`harness.generation.greedy_generate`), so that members that nearly retrieve an answer rank above
+members that lose it entirely, and all-equal scores (a tie for CMA-ES) still rank. The reference
+continuation (:meth:`References.target`) is the full cache's own prediction where it scored above 0,
+else the first answer after the full prediction's leading whitespace.
 """
 
 from __future__ import annotations
@@ -55,7 +61,9 @@ class References:
 
     def __init__(self, path: Path, write: bool = True):
         self.path, self.write = path, write
-        self.scores = {(r["task"], r["id"]): r["score"] for r in records.read_records(path, repair=write)}
+        rows = records.read_records(path, repair=write)
+        self.scores = {(r["task"], r["id"]): r["score"] for r in rows}
+        self.predictions = {(r["task"], r["id"]): r.get("prediction", "") for r in rows}
 
     def get(self, evaluator, sample, cropped) -> float:
         key = (sample.task, sample.id)
@@ -64,10 +72,20 @@ class References:
 
             result = evaluator.evaluate(sample, make_policy("full"), cropped=cropped)[0]
             self.scores[key] = result["score"]
+            self.predictions[key] = result["prediction"]
             if self.write:
                 records.append_record(self.path, {"task": sample.task, "id": sample.id, "score": result["score"],
                                                   "prediction": result["prediction"]})
         return self.scores[key]
+
+    def target(self, evaluator, sample, cropped) -> str:
+        """The reference continuation for answer progress: the full cache's prediction where it scored
+        above 0, else ``sample.answers[0]`` after the full prediction's leading whitespace (the model's
+        answers start like ``" 50008"``)."""
+        score, prediction = self.get(evaluator, sample, cropped), self.predictions[(sample.task, sample.id)]
+        if score > 0 or not sample.answers:
+            return prediction
+        return prediction[: len(prediction) - len(prediction.lstrip())] + str(sample.answers[0])
 
 
 def make_member_policy(config, params: torch.Tensor, norm_mean: torch.Tensor, norm_var: torch.Tensor):
@@ -78,23 +96,29 @@ def make_member_policy(config, params: torch.Tensor, norm_mean: torch.Tensor, no
                        gamma=config.gamma, n_up=config.n_up, threshold=config.threshold)
 
 
-def evaluate_members(evaluator, config, params, norm_mean, norm_var, prompts) -> list[dict]:
+def evaluate_members(evaluator, config, params, norm_mean, norm_var, prompts, targets=None) -> list[dict]:
     """Score every row of ``params`` (``[m, n_params]``) on ``prompts`` (``[(sample, cropped)]``).
 
     Returns one dict per member: ``{"scores": {task: [score per prompt]}, "cache": mean logical size,
-    "kept": mean kept fraction}`` (means over the prompts; see :func:`kept_fraction`).
-    Members are evaluated ``config.member_batch`` at a time as a batch of copies of each prompt.
+    "kept": mean kept fraction}`` (means over the prompts; see :func:`kept_fraction`), with
+    ``targets`` (token ids per prompt, aligned with ``prompts``) also ``"progress": {task: [answer
+    progress per prompt]}``. Members are evaluated ``config.member_batch`` at a time as a batch of
+    copies of each prompt.
     """
     m = params.shape[0]
     out = [{"scores": {}, "cache": 0.0, "kept": 0.0} for _ in range(m)]
     step = config.member_batch or m
-    for sample, cropped in prompts:
+    for k, (sample, cropped) in enumerate(prompts):
+        target = targets[k] if targets is not None else None
         for start in range(0, m, step):
             chunk = params[start : start + step]
             policy = make_member_policy(config, chunk, norm_mean, norm_var)
-            for i, result in enumerate(evaluator.evaluate(sample, policy, batch=chunk.shape[0], cropped=cropped)):
+            results = evaluator.evaluate(sample, policy, batch=chunk.shape[0], cropped=cropped, target=target)
+            for i, result in enumerate(results):
                 member = out[start + i]
                 member["scores"].setdefault(sample.task, []).append(result["score"])
+                if target is not None:
+                    member.setdefault("progress", {}).setdefault(sample.task, []).append(result["progress"])
                 member["cache"] += result["cache"]["logical_mean"] / len(prompts)
                 member["kept"] += kept_fraction(result, len(cropped)) / len(prompts)
     return out
@@ -108,11 +132,16 @@ def memory_term(kept: float, memory_weight: float = 0.0, memory_target: float | 
 
 
 def fitness_of(member: dict, references: dict[str, list[float]], rule: str = "offset",
-               memory_weight: float = 0.0, memory_target: float | None = None) -> tuple[float, dict[str, float]]:
+               memory_weight: float = 0.0, memory_target: float | None = None,
+               progress_weight: float = 0.0) -> tuple[float, dict[str, float]]:
     """``(fitness, per-task normalised scores)``: fitness = mean over tasks of :func:`normalised`
-    minus :func:`memory_term` of ``member["kept"]``."""
+    (plus ``progress_weight`` times the task's mean answer progress, when ``member`` has it) minus
+    :func:`memory_term` of ``member["kept"]``."""
     per_task = {task: normalised(scores, references[task], rule) for task, scores in member["scores"].items()}
-    score = sum(per_task.values()) / len(per_task)
+    progress = member.get("progress") or {}
+    dense = {task: progress_weight * sum(progress[task]) / len(progress[task]) if progress_weight and task in progress
+             else 0.0 for task in per_task}
+    score = sum(per_task[t] + dense[t] for t in per_task) / len(per_task)
     return score - memory_term(member["kept"], memory_weight, memory_target), per_task
 
 

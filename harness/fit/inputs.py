@@ -41,6 +41,9 @@ def validate(config, out: Path):
     target = config.memory_target
     if target is not None and not (0 < target <= 1 and weight > 0):
         raise UsageError(f"--memory-target must be a kept fraction in (0, 1] and needs --memory-weight > 0, got {target}")
+    progress = config.progress_weight
+    if isinstance(progress, bool) or not isinstance(progress, (int, float)) or not math.isfinite(progress) or progress < 0:
+        raise UsageError(f"--progress-weight must be a finite number >= 0 (0 = the paper's fitness), got {progress}")
     from harness.runner import RunConfig, suite_options
     from harness.suite_args import load_suite
 

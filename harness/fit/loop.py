@@ -46,7 +46,7 @@ DEFAULT_FIT_DTYPE = "bfloat16"  # model weights' dtype during a fit (--dtype): m
 # Settings added after fits were first made, with what a saved config.json without them means (the
 # behaviour before the option existed), so that those fits resume unchanged.
 LEGACY_IDENTITY = {"init": None, "cma": "full", "dtype": "float32", "fitness_rule": "offset", "memory_weight": 0.0,
-                   "memory_target": None}
+                   "memory_target": None, "progress_weight": 0.0}
 
 
 @dataclass
@@ -64,6 +64,7 @@ class FitConfig:
     fitness_rule: str = "offset"  # when the full cache scores 0: "offset" (1 + mean) or "paper" (/ (0 + 1e-7))
     memory_weight: float = 0.0  # fitness -= memory_weight * kept fraction (beyond the paper; 0 = off)
     memory_target: float | None = None  # with it, the memory term is memory_weight * max(0, kept - target)
+    progress_weight: float = 0.0  # fitness += weight * answer progress per task (beyond the paper; 0 = off)
     prompts_per_task: int = 64
     val_fraction: float = 0.2
     eval_every: int = 10
@@ -212,11 +213,19 @@ class Fit:
             refs.setdefault(sample.task, []).append(self.references.get(self.evaluator, sample, cropped))
         return refs
 
+    def _targets(self, prompts) -> list[list[int]] | None:
+        """Token ids of each prompt's reference continuation (answer progress), or None when unused."""
+        if not self.config.progress_weight:
+            return None
+        return [self.tokenizer.encode(self.references.target(self.evaluator, s, c), add_special_tokens=False)
+                for s, c in prompts]
+
     def _population(self, params: np.ndarray, prompts, state) -> list[dict]:
         """Evaluate all members; rank r takes members r, r+K, ... and results are gathered."""
         mine = list(range(self.world.rank, params.shape[0], self.world.size))
         tensor = torch.as_tensor(params[mine], dtype=torch.float32)
-        results = evaluate_members(self.evaluator, self.config, tensor, state["norm_mean"], state["norm_var"], prompts)
+        results = evaluate_members(self.evaluator, self.config, tensor, state["norm_mean"], state["norm_var"], prompts,
+                                   self._targets(prompts))
         indexed = list(zip(mine, results))
         if self.world.size > 1:
             import torch.distributed as dist
@@ -306,7 +315,7 @@ class Fit:
 
     def _generation(self, es: CMAES, state: dict, stage: int, tasks: list, generation: int, generations: int):
         """One generation: sample prompts, evaluate and tell the population, validate, log, save."""
-        from policies.namm.checkpoint import save_checkpoint
+        from harness.fit.checkpointing import write_best
 
         config = self.config
         start = stopping.now()  # the clock stop decisions use
@@ -314,7 +323,8 @@ class Fit:
         refs = self._references(prompts)
         population = es.ask()
         members = self._population(population, prompts, state)
-        scored = [fitness_of(m, refs, config.fitness_rule, config.memory_weight, config.memory_target) for m in members]
+        scored = [fitness_of(m, refs, config.fitness_rule, config.memory_weight, config.memory_target,
+                             config.progress_weight) for m in members]
         fitness = np.array([f for f, _ in scored])
         es.tell(population, fitness)
         validation = None
@@ -327,7 +337,8 @@ class Fit:
             if validation["best"]:
                 state["best"] = {"mean": validation["mean"], "fitness": validation["fitness"],
                                  "params": es.mean.copy(), "generation": generation}
-                self._checkpoint(save_checkpoint, state, stage, tasks, validation)
+                if self.world.rank == 0:
+                    write_best(self, state, stage, tasks, validation)
         record = {
             "stage": stage + 1,
             "generation": generation,
@@ -336,6 +347,8 @@ class Fit:
             "fitness": {"mean": float(fitness.mean()), "std": float(fitness.std()),
                         "min": float(fitness.min()), "max": float(fitness.max())},
             "task_fitness": {t: float(np.mean([p[t] for _, p in scored])) for t in tasks},
+            **({"progress": {t: float(np.mean([np.mean(m["progress"][t]) for m in members])) for t in tasks}}
+               if config.progress_weight else {}),
             "cache": {"logical_mean": float(np.mean([m["cache"] for m in members])),
                       "kept_fraction": float(np.mean([m["kept"] for m in members]))},
             "validation": validation,
@@ -351,43 +364,6 @@ class Fit:
             if self.progress:
                 print(f"stage {stage + 1} gen {generation}/{generations}: fitness {fitness.mean():.3f} "
                       f"± {fitness.std():.3f} ({record['wall_s']:.1f} s)", file=sys.stderr, flush=True)
-
-    def _checkpoint(self, save_checkpoint, state, stage: int, tasks, validation) -> None:
-        if self.world.rank != 0:
-            return
-        stage_dir = self.out / f"stage{stage + 1}"
-        stage_dir.mkdir(exist_ok=True)
-        log = state["log"]
-        save_checkpoint(
-            stage_dir / "best.safetensors",
-            architecture=self.config.policy.removeprefix("namm_"),
-            params=torch.as_tensor(state["best"]["params"], dtype=torch.float32),
-            norm_mean=state["norm_mean"],
-            norm_var=state["norm_var"],
-            hyperparameters={"gamma": self.config.gamma, "n_up": self.config.n_up, "n_fft": 32, "hop": 16,
-                             "age_dim": 8, "threshold": self.config.threshold},
-            fitted_on=self._fitted_on(stage, tasks),
-            fitness={"validation": validation["tasks"], "validation_mean": validation["mean"],
-                     "validation_kept_fraction": validation["kept_fraction"],
-                     "generation": state["best"]["generation"], "generations_so_far": len(log) + 1,
-                     "popsize": self.config.popsize, "prompts_per_task": self.config.prompts_per_task,
-                     "cma": self.config.cma, "fitness_rule": self.config.fitness_rule,
-                     "memory_weight": self.config.memory_weight, "memory_target": self.config.memory_target},
-        )
-
-    def _fitted_on(self, stage: int, tasks) -> dict:
-        """What the checkpoint was fitted on; with ``--init``, the earlier fit's tasks come first."""
-        fitted = {"model": self.source.name, "suite": self.config.suite, "tasks": list(tasks), "stage": stage + 1,
-                  "generated_data": self.generated_data or self.suite.generated,
-                  "statistics_from": f"{self.config.suite}/{self.config.stages[0][0][0]}"}
-        if self.config.init is not None:
-            prior = self.init.fitted_on
-            earlier = list(prior.get("tasks", [])) if prior.get("suite") == self.config.suite else []
-            fitted.update(tasks=earlier + [t for t in tasks if t not in earlier],
-                          stage=int(prior.get("stage", 0)) + stage + 1, init=str(self.config.init),
-                          statistics_from=prior.get("statistics_from", "unknown"),
-                          generated_data=fitted["generated_data"] or bool(prior.get("generated_data")))
-        return fitted
 
     def _figures(self) -> None:
         if self.world.rank != 0:

@@ -63,7 +63,7 @@ def aggregates(table: Table) -> None:
     common = [j for j in range(len(cols)) if all(not r.cells[j].missing for r in rows)]
     table.common = common
     left_out = [j for j in range(len(cols)) if j not in common]
-    what = "tasks" if table.kind == "suite" else "lengths"
+    what = {"suite": "tasks", "length": "lengths"}.get(table.kind, "cells")
     if not common:
         table.all_marks.append(table.notes.add(f"no {what[:-1]} is present in every row: nothing to average"))
     elif left_out:

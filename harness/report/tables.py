@@ -151,6 +151,14 @@ def _length_columns(runs: list[Run]) -> list[Column]:
                    select=lambda r, n=n: int(r["metadata"]["length"]) == n) for n in lengths]
 
 
+def _task_length_columns(runs: list[Run]) -> list[Column]:
+    """One column per (task, context length): a NIAH-like grid's cells, e.g. ``passkey 2048``."""
+    keys = sorted({(str(rec["task"]), int(rec["metadata"]["length"])) for run in runs for rec in run.records})
+    return [Column(key=f"{t}-len{n}", label=f"{t} {n}", task=t,
+                   select=lambda r, t=t, n=n: str(r["task"]) == t and int(r["metadata"]["length"]) == n)
+            for t, n in keys]
+
+
 def has_lengths(runs: list[Run]) -> bool:
     """Every record carries ``metadata.length`` and there are at least two lengths (NIAH-like)."""
     lengths = set()
@@ -166,7 +174,7 @@ def has_lengths(runs: list[Run]) -> bool:
 def build_table(runs: list[Run], kind: str = "suite", paper_mode: bool = False, samples: str = "strict",
                 convention: str | None = None) -> Table:
     """The table of one suite's runs (``kind`` ``suite``: a column per task; ``length``: per
-    context length, all tasks together)."""
+    context length, all tasks together; ``task_length``: per task and context length)."""
     suite = runs[0].suite
     check_models(runs, f"suite {suite}")
     fulls = [r for r in runs if r.is_full]
@@ -176,12 +184,15 @@ def build_table(runs: list[Run], kind: str = "suite", paper_mode: bool = False, 
     lay = paper.layout(suite)
     convention = convention or (lay.convention if paper_mode else paper.MEAN_OF_RATIOS)
     runs = order_rows(runs, paper_mode)
-    columns = _task_columns(suite, runs, paper_mode) if kind == "suite" else _length_columns(runs)
+    columns = {"suite": lambda: _task_columns(suite, runs, paper_mode), "length": lambda: _length_columns(runs),
+               "task_length": lambda: _task_length_columns(runs)}[kind]()
     notes = Notes()
-    title = f"{lay.title}: " + ("score per task" if kind == "suite" else "score per context length, all tasks pooled")
-    table = Table(name=f"{suite}" if kind == "suite" else f"{suite}_by_length", title=title, suite=suite,
+    title = f"{lay.title}: " + {"suite": "score per task", "length": "score per context length, all tasks pooled",
+                                "task_length": "score per task and context length"}[kind]
+    name = {"suite": suite, "length": f"{suite}_by_length", "task_length": f"{suite}_by_task_length"}[kind]
+    table = Table(name=name, title=title, suite=suite,
                   model=runs[0].model, columns=columns, rows=[], convention=convention, notes=notes, kind=kind,
-                  all_label="All tasks" if kind == "suite" else "All lengths",
+                  all_label="All lengths" if kind == "length" else "All tasks",
                   show_task_norm=lay.task_norm or not paper_mode)
     full_index = next((i for i, r in enumerate(runs) if r.is_full), None)
     per_column = [align.column_cells([r.records for r in runs], c.select, full_index, samples) for c in columns]
