@@ -38,4 +38,6 @@ for C in $CACHE_SIZES; do
     done
   fi
 done
-"$PY" -m harness report "$OUT"/* --out "results/fits/heldout-40/report-$MODEL" --no-figures
+labels=()  # NAMM rows named by their run folder (default, or which fit and generation)
+for d in "$OUT"/*; do case ${d##*/} in namm_*|campaign*) labels+=(--label "$d=NAMM ${d##*/}");; esac; done
+"$PY" -m harness report "$OUT"/* "${labels[@]}" --out "results/fits/heldout-40/report-$MODEL" --no-figures
