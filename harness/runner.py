@@ -225,23 +225,30 @@ def default_out(config: RunConfig, model_name: str) -> Path:
     return Path("runs") / config.suite.replace(":", "_") / f"{config.policy.replace(':', '_')}{size}-{model_name}"
 
 
-def prepare_run_dir(run_dir: Path, config: RunConfig, meta: dict, note_resume: bool = False) -> None:
+def prepare_run_dir(run_dir: Path, config: RunConfig, meta: dict) -> None:
     """Create the run dir with config.json, or check an existing one was made by the same command.
 
-    Only the run's identity is compared; ``meta["provenance"]`` (code, versions, device) is not. With
-    ``note_resume``, a resume under a different provenance appends it to ``provenance_resumed``."""
+    Only the run's identity is compared; ``meta["provenance"]`` (code, versions, device) is not."""
     config_path = run_dir / "config.json"
     if config_path.exists():
         saved = json.loads(config_path.read_text())
         if saved.get("run") != config.identity():
             raise UsageError(f"{run_dir} holds a run with a different configuration; pass a new --out to start another")
-        current = meta.get("provenance")
-        resumed = saved.get("provenance_resumed", [])
-        if note_resume and current and current != saved.get("provenance") and current not in resumed:
-            records.write_json_atomic(config_path, {**saved, "provenance_resumed": [*resumed, current]})
         return
     run_dir.mkdir(parents=True, exist_ok=True)
     records.write_json_atomic(config_path, {"run": config.identity(), **meta})
+
+
+def note_resume(run_dir: Path, meta: dict) -> None:
+    """Append ``meta["provenance"]`` to config.json's ``provenance_resumed`` when it differs from the
+    run's own and is not listed yet. Called only when a resume has samples left to evaluate, so the
+    list names exactly the code that wrote records after the first."""
+    config_path = run_dir / "config.json"
+    saved = json.loads(config_path.read_text())
+    current = meta.get("provenance")
+    resumed = saved.get("provenance_resumed", [])
+    if current and current != saved.get("provenance") and current not in resumed:
+        records.write_json_atomic(config_path, {**saved, "provenance_resumed": [*resumed, current]})
 
 
 def run(config: RunConfig, out: str | Path | None = None, progress: bool = True) -> Path:
@@ -294,12 +301,14 @@ def run(config: RunConfig, out: str | Path | None = None, progress: bool = True)
         for _, sample in work:
             check_splittable(sample, config.suite, config.query_aware)
     if world.rank == 0:
-        prepare_run_dir(run_dir, config, meta, note_resume=True)
+        prepare_run_dir(run_dir, config, meta)
     world.barrier()
     prepare_run_dir(run_dir, config, meta)  # every rank checks (rank 0 created it)
 
     done = records.finished_keys(run_dir)
     world.barrier()
+    if world.rank == 0 and any((s.task, s.id) not in done for _, s in work):
+        note_resume(run_dir, meta)  # samples left: records will come from this provenance
     mine = [(i, s) for i, s in work if i % world.size == world.rank and (s.task, s.id) not in done]
     target = run_dir / records.RECORDS if world.size == 1 else records.rank_file(run_dir, world.rank)
     evaluator = None if custom else Evaluator(model, tokenizer, suite, max_length, config.n_up, config.cache_mode,

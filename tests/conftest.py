@@ -61,3 +61,11 @@ def tiny_model_dir(tmp_path_factory):
     LlamaForCausalLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture
+def three_runs(tmp_path):
+    """Fake run directories (full cache, h2o, a NAMM) and their records, for the report tests."""
+    from tests.report_runs import three_run_dirs
+
+    return three_run_dirs(tmp_path)

@@ -62,24 +62,44 @@ def test_config_records_provenance(run_dir):
         assert code["commit"] is None
 
 
-def test_resume_under_other_code_runs_and_is_noted(run_dir, tiny_model_dir, tmp_path):
-    other = tmp_path / "run"
-    shutil.copytree(run_dir, other)
-    config = json.loads((other / "config.json").read_text())
+def _under_other_code(run_dir, path):
+    """A copy of ``run_dir`` at ``path`` whose config says it was made by other code and torch."""
+    shutil.copytree(run_dir, path)
+    config = json.loads((path / "config.json").read_text())
     config["provenance"]["code"] = {"commit": "0" * 40, "dirty": False, "version": "0.0.1"}
     config["provenance"]["versions"]["torch"] = "1.0"
-    (other / "config.json").write_text(json.dumps(config))
+    (path / "config.json").write_text(json.dumps(config))
+    return config
+
+
+def test_resume_under_other_code_runs_and_is_noted(run_dir, tiny_model_dir, tmp_path):
+    other = tmp_path / "run"
+    config = _under_other_code(run_dir, other)
+    (other / "records.jsonl").write_text("")  # its sample still to do
     args = ["run", "--model", str(tiny_model_dir), "--suite", "niah", "--tasks", "passkey", "--limit", "2",
             "--policy", "h2o", "--cache-size", "64", "--n-up", "32", "--out", str(other), "--quiet"]
     assert main(args) == 2  # --limit is part of the run's identity: still refused
     args[args.index("--limit") + 1] = "1"
     assert main(args) == 0
+    assert len((other / "records.jsonl").read_text().splitlines()) == 1
     again = json.loads((other / "config.json").read_text())
     assert again["run"] == config["run"] and again["provenance"] == config["provenance"]  # the original stays
     current = json.loads((run_dir / "config.json").read_text())["provenance"]
     assert again["provenance_resumed"] == [current]
+    (other / "records.jsonl").write_text("")
     assert main(args) == 0
     assert json.loads((other / "config.json").read_text())["provenance_resumed"] == [current]  # noted once
+
+
+def test_resume_of_a_complete_run_is_not_noted(run_dir, tiny_model_dir, tmp_path):
+    other = tmp_path / "run"
+    config = _under_other_code(run_dir, other)
+    records_before = (other / "records.jsonl").read_text()
+    args = ["run", "--model", str(tiny_model_dir), "--suite", "niah", "--tasks", "passkey", "--limit", "1",
+            "--policy", "h2o", "--cache-size", "64", "--n-up", "32", "--out", str(other), "--quiet"]
+    assert main(args) == 0
+    assert (other / "records.jsonl").read_text() == records_before
+    assert json.loads((other / "config.json").read_text()) == config  # no resume noted: no record was written
 
 
 def report(out, *runs):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from test_fit_plots import assert_good_png, two_stage_log, write_log
-from test_report import record, report, write_run
+from tests.report_runs import record, report, write_run
 
 PDF_SIGNATURE = b"%PDF"
 

@@ -135,6 +135,7 @@ class Fit:
                 self.splits[task] = split(self._samples(task), config.val_fraction, config.seed)
         self.generated_data = any(s.generated for train, val in self.splits.values() for s in train + val)
         self._ids: dict[tuple[str, str], list[int]] = {}
+        self._target_ids: dict[tuple[str, str], list[int]] = {}
         self.references = References(out / "references.jsonl", write=self.world.rank == 0)
         from policies.namm.scorers import SCORERS
 
@@ -217,8 +218,11 @@ class Fit:
         """Token ids of each prompt's reference continuation (answer progress), or None when unused."""
         if not self.config.progress_weight:
             return None
-        return [self.tokenizer.encode(self.references.target(self.evaluator, s, c), add_special_tokens=False)
-                for s, c in prompts]
+        for s, c in prompts:  # tokenised once per fit, like the prompts
+            if (s.task, s.id) not in self._target_ids:
+                text = self.references.target(self.evaluator, s, c)
+                self._target_ids[(s.task, s.id)] = self.tokenizer.encode(text, add_special_tokens=False)
+        return [self._target_ids[(s.task, s.id)] for s, _ in prompts]
 
     def _population(self, params: np.ndarray, prompts, state) -> list[dict]:
         """Evaluate all members; rank r takes members r, r+K, ... and results are gathered."""
