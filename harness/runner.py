@@ -234,9 +234,33 @@ def prepare_run_dir(run_dir: Path, config: RunConfig, meta: dict) -> None:
         saved = json.loads(config_path.read_text())
         if saved.get("run") != config.identity():
             raise UsageError(f"{run_dir} holds a run with a different configuration; pass a new --out to start another")
+        changed = weights_changed(saved.get("policy") or {}, meta.get("policy") or {})
+        if changed:
+            raise UsageError(f"{run_dir} was made with other policy weights ({changed}); the checkpoint file "
+                             "changed since, so pass a new --out to run this one")
         return
     run_dir.mkdir(parents=True, exist_ok=True)
     records.write_json_atomic(config_path, {"run": config.identity(), **meta})
+
+
+WEIGHT_KEYS = ("checkpoint_sha256", "fitted_on", "gamma")  # what a policy's weights are, in describe()
+
+
+def weights_changed(saved: dict, current: dict) -> str:
+    """Which of a policy's weight descriptions differ between a run's config and now ("" if none).
+
+    The run's identity names a checkpoint by path (or not at all: the shipped default), and a path
+    can hold other weights later (a new default, a fit's moving ``best.safetensors``): resuming
+    would then mix two policies in one run. Keys missing on either side (runs made before they were
+    recorded) are not compared."""
+    diffs = []
+    for key in WEIGHT_KEYS:
+        if key in saved and key in current and saved[key] != current[key]:
+            a, b = saved[key], current[key]
+            if key == "checkpoint_sha256":
+                a, b = (str(v)[:12] if v else v for v in (a, b))
+            diffs.append(f"{key} {a} then, {b} now" if key != "fitted_on" else "fitted_on differs")
+    return "; ".join(diffs)
 
 
 def note_resume(run_dir: Path, meta: dict) -> None:

@@ -75,11 +75,10 @@ def data(tmp_path, video) -> Path:
 
 
 def _namm(threshold=0.0, scale=0.05):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # no shipped checkpoint: random parameters are set below
-        policy = policies.make_policy("namm_bam", n_up=N_UP, threshold=threshold)
-    policy.set_params(torch.randn(policy.scorer.n_params, generator=torch.Generator().manual_seed(0)) * scale)
-    return policy
+    """A BAM NAMM with random parameters, identity normalisation and γ = 0.99 (not the shipped default)."""
+    n = policies.make_policy("namm_bam", n_up=N_UP).scorer.n_params
+    params = torch.randn(n, generator=torch.Generator().manual_seed(0)) * scale
+    return policies.make_policy("namm_bam", n_up=N_UP, threshold=threshold, params=params)
 
 
 # ---- frames ------------------------------------------------------------------------------------

@@ -53,6 +53,7 @@ class Checkpoint:
     fitted_on: dict[str, Any] = field(default_factory=dict)
     fitness: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+    sha256: str | None = None  # of the .safetensors bytes (set by load_checkpoint)
 
 
 def sidecar_path(path: str | os.PathLike) -> Path:
@@ -221,4 +222,4 @@ def load_checkpoint(path: str | os.PathLike, expect_architecture: str | None = N
     return Checkpoint(
         architecture=arch, n_params=n_expected, params=tensors["params"], norm_mean=tensors["norm_mean"],
         norm_var=tensors["norm_var"], hyperparameters=meta["hyperparameters"], fitted_on=meta["fitted_on"],
-        fitness=meta["fitness"], path=path)
+        fitness=meta["fitness"], path=path, sha256=hashlib.sha256(data).hexdigest())

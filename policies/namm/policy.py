@@ -52,11 +52,13 @@ class NAMMPolicy(Policy):
         self.scorer = SCORERS[self.architecture]()
         hyper = {}
         self.fitted_on: dict = {}  # from the checkpoint: what it was fitted on (reports' "Test tasks")
+        self.checkpoint_sha256: str | None = None  # of the loaded checkpoint's tensors (resume checks)
         path = self.checkpoint or self._shipped()
         if path is not None and self.params is None:
             ckpt = load_checkpoint(path, expect_architecture=self.architecture)
             self.params, self.norm_mean, self.norm_var = ckpt.params, ckpt.norm_mean, ckpt.norm_var
             hyper, self.fitted_on = ckpt.hyperparameters, dict(ckpt.fitted_on)
+            self.checkpoint_sha256 = ckpt.sha256
         elif self.params is None:
             warnings.warn(
                 f"{self.name}: no checkpoint given and none shipped; using zero parameters, which keep "
@@ -142,6 +144,7 @@ class NAMMPolicy(Policy):
             "name": self.name,
             "architecture": self.architecture,
             "checkpoint": self.checkpoint or self._shipped(),
+            "checkpoint_sha256": self.checkpoint_sha256,
             "threshold": self.threshold,
             "gamma": self.features.gamma,
             "n_params": self.scorer.n_params,
