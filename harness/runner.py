@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import json
 import math
 import sys
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from harness import distributed, provenance, records
 from harness.devices import check_device, check_device_map, resolve_dtype
 from harness.errors import UsageError, choose
 from harness.metrics import summarise
+from harness.run_dir import note_resume, prepare_run_dir
 
 TRUNCATIONS = ("paper", "longbench")
 MIN_PROMPT_TOKENS = 64  # a prompt cropped below this keeps no task (refused, see check_room)
@@ -225,56 +225,6 @@ def default_out(config: RunConfig, model_name: str) -> Path:
     return Path("runs") / config.suite.replace(":", "_") / f"{config.policy.replace(':', '_')}{size}-{model_name}"
 
 
-def prepare_run_dir(run_dir: Path, config: RunConfig, meta: dict) -> None:
-    """Create the run dir with config.json, or check an existing one was made by the same command.
-
-    Only the run's identity is compared; ``meta["provenance"]`` (code, versions, device) is not."""
-    config_path = run_dir / "config.json"
-    if config_path.exists():
-        saved = json.loads(config_path.read_text())
-        if saved.get("run") != config.identity():
-            raise UsageError(f"{run_dir} holds a run with a different configuration; pass a new --out to start another")
-        changed = weights_changed(saved.get("policy") or {}, meta.get("policy") or {})
-        if changed:
-            raise UsageError(f"{run_dir} was made with other policy weights ({changed}); the checkpoint file "
-                             "changed since, so pass a new --out to run this one")
-        return
-    run_dir.mkdir(parents=True, exist_ok=True)
-    records.write_json_atomic(config_path, {"run": config.identity(), **meta})
-
-
-WEIGHT_KEYS = ("checkpoint_sha256", "fitted_on", "gamma")  # what a policy's weights are, in describe()
-
-
-def weights_changed(saved: dict, current: dict) -> str:
-    """Which of a policy's weight descriptions differ between a run's config and now ("" if none).
-
-    The run's identity names a checkpoint by path (or not at all: the shipped default), and a path
-    can hold other weights later (a new default, a fit's moving ``best.safetensors``): resuming
-    would then mix two policies in one run. Keys missing on either side (runs made before they were
-    recorded) are not compared."""
-    diffs = []
-    for key in WEIGHT_KEYS:
-        if key in saved and key in current and saved[key] != current[key]:
-            a, b = saved[key], current[key]
-            if key == "checkpoint_sha256":
-                a, b = (str(v)[:12] if v else v for v in (a, b))
-            diffs.append(f"{key} {a} then, {b} now" if key != "fitted_on" else "fitted_on differs")
-    return "; ".join(diffs)
-
-
-def note_resume(run_dir: Path, meta: dict) -> None:
-    """Append ``meta["provenance"]`` to config.json's ``provenance_resumed`` when it differs from the
-    run's own and is not listed yet. Called only when a resume has samples left to evaluate, so the
-    list names exactly the code that wrote records after the first."""
-    config_path = run_dir / "config.json"
-    saved = json.loads(config_path.read_text())
-    current = meta.get("provenance")
-    resumed = saved.get("provenance_resumed", [])
-    if current and current != saved.get("provenance") and current not in resumed:
-        records.write_json_atomic(config_path, {**saved, "provenance_resumed": [*resumed, current]})
-
-
 def run(config: RunConfig, out: str | Path | None = None, progress: bool = True) -> Path:
     """Run (or resume) ``config``; return the run directory. ``config.dtype`` may be ``auto``: it is
     resolved (bfloat16 on CUDA, float32 elsewhere) before anything is compared or written."""
@@ -325,9 +275,9 @@ def run(config: RunConfig, out: str | Path | None = None, progress: bool = True)
         for _, sample in work:
             check_splittable(sample, config.suite, config.query_aware)
     if world.rank == 0:
-        prepare_run_dir(run_dir, config, meta)
+        prepare_run_dir(run_dir, config.identity(), meta)
     world.barrier()
-    prepare_run_dir(run_dir, config, meta)  # every rank checks (rank 0 created it)
+    prepare_run_dir(run_dir, config.identity(), meta)  # every rank checks (rank 0 created it)
 
     done = records.finished_keys(run_dir)
     world.barrier()

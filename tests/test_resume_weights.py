@@ -8,7 +8,7 @@ import json
 import torch
 
 from harness.cli import main
-from harness.runner import weights_changed
+from harness.run_dir import weights_changed
 from policies.namm.checkpoint import save_checkpoint
 from policies.namm.scorers import SCORERS
 

@@ -22,6 +22,7 @@ import policies
 from harness.errors import UsageError
 from tasks.base import DataError, TaskUnavailable
 from harness.cache_factory import CacheFactory
+from policies.namm.scorers import SCORERS
 from tasks.video import generate, inputs as video_inputs, vlm
 from tasks.video.frames import VideoError, read_frames, uniform_indices, write_test_video
 from tasks.video.longvideobench import LongVideoBench, parse_choice
@@ -76,7 +77,7 @@ def data(tmp_path, video) -> Path:
 
 def _namm(threshold=0.0, scale=0.05):
     """A BAM NAMM with random parameters, identity normalisation and γ = 0.99 (not the shipped default)."""
-    n = policies.make_policy("namm_bam", n_up=N_UP).scorer.n_params
+    n = SCORERS["bam"]().n_params
     params = torch.randn(n, generator=torch.Generator().manual_seed(0)) * scale
     return policies.make_policy("namm_bam", n_up=N_UP, threshold=threshold, params=params)
 

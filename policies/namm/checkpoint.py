@@ -206,8 +206,9 @@ def load_checkpoint(path: str | os.PathLike, expect_architecture: str | None = N
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise CheckpointError(f"{where}: not a readable safetensors file ({msg}); the file is truncated or "
                               f"corrupt, restore it or {resave}") from None
+    sha256 = hashlib.sha256(data).hexdigest()
     digest = meta.get("tensors_sha256")
-    if digest is not None and hashlib.sha256(data).hexdigest() != digest:
+    if digest is not None and sha256 != digest:
         raise CheckpointError(
             f"{where}: tensor file does not match its sidecar (sha256 differs: truncated, corrupted or "
             f"replaced); restore both files from the same save or {resave}")
@@ -222,4 +223,4 @@ def load_checkpoint(path: str | os.PathLike, expect_architecture: str | None = N
     return Checkpoint(
         architecture=arch, n_params=n_expected, params=tensors["params"], norm_mean=tensors["norm_mean"],
         norm_var=tensors["norm_var"], hyperparameters=meta["hyperparameters"], fitted_on=meta["fitted_on"],
-        fitness=meta["fitness"], path=path, sha256=hashlib.sha256(data).hexdigest())
+        fitness=meta["fitness"], path=path, sha256=sha256)
