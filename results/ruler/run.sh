@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # RULER with the embedded SmolLM2-135M-Instruct (issue 17): the kvpress protocol at compression ratios
 # 0.25-0.875 and the paper's periodic schedule beside it. Every run resumes where it stopped, so this
-# script can be stopped and re-run; it fills the lengths in order (LENGTHS, default 1024 2048 4096).
+# script can be stopped and re-run; it fills the lengths in order (LENGTHS, default 1024 2048 4096) and
+# writes one report per length (report-L<length>/).
 #   bash results/ruler/run.sh                 # everything
 #   LENGTHS=1024 bash results/ruler/run.sh    # one length
 # kvpress's own presses run in the kvpress environment (.venv-kvpress, transformers 5.2; see .ci/kvpress).
@@ -37,5 +38,5 @@ for L in $LENGTHS; do
         --policy kvpress:TOVAPress --protocol kvpress --compression-ratio "$R"
     done
   fi
+  "$PY" -m harness report "results/ruler/runs/L$L"/* --out "results/ruler/report-L$L" --no-figures
 done
-"$PY" -m harness report results/ruler/runs/L*/* --out results/ruler/report --no-figures
