@@ -274,10 +274,12 @@ def run(config: RunConfig, out: str | Path | None = None, progress: bool = True)
 
         for _, sample in work:
             check_splittable(sample, config.suite, config.query_aware)
+    identity = config.identity()
     if world.rank == 0:
-        prepare_run_dir(run_dir, config.identity(), meta)
+        prepare_run_dir(run_dir, identity, meta)  # creates it, or checks the existing one
     world.barrier()
-    prepare_run_dir(run_dir, config.identity(), meta)  # every rank checks (rank 0 created it)
+    if world.rank != 0:
+        prepare_run_dir(run_dir, identity, meta)  # the other ranks check what rank 0 wrote
 
     done = records.finished_keys(run_dir)
     world.barrier()
