@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Callable
 
 
 @dataclass
@@ -33,6 +34,29 @@ class World:
         if self.initialised and device == "cuda":
             return f"cuda:{os.environ.get('LOCAL_RANK', self.rank)}"
         return device
+
+    def on_rank0(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on rank 0 only, then let every rank know how it went.
+
+        A :class:`harness.errors.UsageError` raised there (a run folder made by another command, say)
+        is re-raised on every rank with the same message, so no rank waits at a barrier for ever
+        while rank 0 exits; on a single process this is just ``fn()``."""
+        from harness.errors import UsageError
+
+        error = None
+        if self.rank == 0:
+            try:
+                fn()
+            except UsageError as err:
+                error = str(err)
+        if self.initialised:
+            import torch.distributed as dist
+
+            box = [error]
+            dist.broadcast_object_list(box, src=0)
+            error = box[0]
+        if error is not None:
+            raise UsageError(error)
 
     def barrier(self) -> None:
         if self.initialised:

@@ -275,9 +275,7 @@ def run(config: RunConfig, out: str | Path | None = None, progress: bool = True)
         for _, sample in work:
             check_splittable(sample, config.suite, config.query_aware)
     identity = config.identity()
-    if world.rank == 0:
-        prepare_run_dir(run_dir, identity, meta)  # creates it, or checks the existing one
-    world.barrier()
+    world.on_rank0(lambda: prepare_run_dir(run_dir, identity, meta))  # creates it, or checks the existing one
     if world.rank != 0:
         prepare_run_dir(run_dir, identity, meta)  # the other ranks check what rank 0 wrote
 

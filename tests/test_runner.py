@@ -179,6 +179,23 @@ def test_two_cpu_ranks_shard_and_merge_into_one_run(tiny_model_dir, reference_ru
     assert json.loads((out / "metrics.json").read_text()) == json.loads((reference_run / "metrics.json").read_text())
 
 
+@pytest.mark.distributed
+def test_two_ranks_both_refuse_a_run_folder_of_another_command(tiny_model_dir, reference_run, tmp_path):
+    """Rank 0 checks the folder; its refusal reaches rank 1 too, so torchrun exits 2 instead of hanging."""
+    out = tmp_path / "other"
+    out.mkdir()
+    (out / "config.json").write_text((reference_run / "config.json").read_text())
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "harness", *run_args(tiny_model_dir, out, "--seed", "3")]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=240)
+    assert done.returncode != 0
+    refusals = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert refusals == [f"error: {out} holds a run with a different configuration; "
+                        "pass a new --out to start another"] * 2, done.stderr[-3000:]
+    assert sorted(p.name for p in out.iterdir()) == ["config.json"]
+
+
 def test_default_run_dir_has_no_colons():
     from harness.runner import RunConfig, default_out
 
