@@ -147,3 +147,11 @@ def test_task_length_table(tmp_path):
         pick = lambda recs: [r["score"] for r in recs if r["task"] == task and r["metadata"]["length"] == length]  # noqa: E731
         s, f = 100 * mean(pick(n_h2o)), 100 * mean(pick(n_full))
         assert rows["H2O"][k] == (f"{s:.2f} ({s / f:.2f})" if f else f"{s:.2f} (—)")
+    # per (task, depth), the lengths pooled: where in the context the needle is lost
+    header, rows = md_table(out / "tables" / "niah_by_task_depth.md")
+    cells = [(t, d) for t in ("needle", "passkey") for d in (0.0, 0.5, 1.0)]
+    assert header[:6] == ["needle 0%", "needle 50%", "needle 100%", "passkey 0%", "passkey 50%", "passkey 100%"]
+    for k, (task, depth) in enumerate(cells):
+        pick = lambda recs: [r["score"] for r in recs if r["task"] == task and r["metadata"]["depth"] == depth]  # noqa: E731
+        s, f = 100 * mean(pick(n_h2o)), 100 * mean(pick(n_full))
+        assert rows["H2O"][k] == (f"{s:.2f} ({s / f:.2f})" if f else f"{s:.2f} (—)")

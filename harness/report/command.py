@@ -6,7 +6,8 @@ Writes into ``--out``:
   ``report.md`` opens with the runs (each one's code revision · dtype · device, from
   ``config.json``'s ``provenance``, and a footnote with the library versions)
 - ``tables/<name>.md|.tex|.csv``: one file per table — ``<suite>`` (a column per task),
-  ``<suite>_by_length`` and, with several tasks, ``<suite>_by_task_length`` (NIAH-like suites), ``summary`` (across suites; with ``--paper``
+  ``<suite>_by_length`` and, with several tasks, ``<suite>_by_task_length``, and ``<suite>_by_task_depth``
+  (NIAH-like suites: records with ``metadata.length`` / ``metadata.depth``), ``summary`` (across suites; with ``--paper``
   ``table1`` and, with several NAMMs, ``table8``)
 - ``figures/*.png|.pdf``: see :mod:`harness.report.figures`
 
@@ -93,6 +94,8 @@ def build(args):
             if len({str(rec["task"]) for run in suites[suite] for rec in run.records}) > 1:
                 tables.append(tables_mod.build_table(suites[suite], "task_length", args.paper, args.samples,
                                                      args.overall))
+        if tables_mod.has_depths(suites[suite]):
+            tables.append(tables_mod.build_table(suites[suite], "task_depth", args.paper, args.samples, args.overall))
     summaries = []
     if len(suite_tables) > 1 or args.paper:
         runs_mod.check_models(runs, "the summary across suites")

@@ -48,7 +48,8 @@ def _pair(x: float | None, rel: float | None, digits: int = 2, rel_shown: bool =
 
 def table_grid(table: Table, paper_mode: bool = False) -> Grid:
     cols = table.columns
-    first = {"suite": "Model/Task id", "length": "Model/Context length"}.get(table.kind, "Model/Task, length")
+    first = {"suite": "Model/Task id", "length": "Model/Context length",
+             "task_depth": "Model/Task, depth"}.get(table.kind, "Model/Task, length")
     labels = [first] + [c.label for c in cols]
     overall = [table.all_label] + (["Test tasks"] if table.show_test else []) + ["Cache size"]
     if not paper_mode:

@@ -100,7 +100,7 @@ class Table:
     rows: list[Row]
     convention: str
     notes: Notes
-    kind: str = "suite"  # suite | length
+    kind: str = "suite"  # suite | length | task_length | task_depth
     all_label: str = "All tasks"
     show_task_norm: bool = True
     show_test: bool = False
@@ -159,6 +159,27 @@ def _task_length_columns(runs: list[Run]) -> list[Column]:
             for t, n in keys]
 
 
+def _task_depth_columns(runs: list[Run]) -> list[Column]:
+    """One column per (task, needle depth), all context lengths pooled, e.g. ``needle 2.5%``: where in
+    the context a policy loses the needle (query-agnostic eviction loses the early ones first)."""
+    keys = sorted({(str(rec["task"]), float(rec["metadata"]["depth"])) for run in runs for rec in run.records})
+    return [Column(key=f"{t}-depth{d:g}", label=f"{t} {d * 100:g}%", task=t,
+                   select=lambda r, t=t, d=d: str(r["task"]) == t and float(r["metadata"]["depth"]) == d)
+            for t, d in keys]
+
+
+def has_depths(runs: list[Run]) -> bool:
+    """Every record carries a numeric ``metadata.depth`` and there are at least two depths (NIAH-like)."""
+    depths = set()
+    for run in runs:
+        for rec in run.records:
+            depth = (rec.get("metadata") or {}).get("depth")
+            if not isinstance(depth, (int, float)):
+                return False
+            depths.add(float(depth))
+    return len(depths) > 1
+
+
 def has_lengths(runs: list[Run]) -> bool:
     """Every record carries ``metadata.length`` and there are at least two lengths (NIAH-like)."""
     lengths = set()
@@ -174,7 +195,8 @@ def has_lengths(runs: list[Run]) -> bool:
 def build_table(runs: list[Run], kind: str = "suite", paper_mode: bool = False, samples: str = "strict",
                 convention: str | None = None) -> Table:
     """The table of one suite's runs (``kind`` ``suite``: a column per task; ``length``: per
-    context length, all tasks together; ``task_length``: per task and context length)."""
+    context length, all tasks together; ``task_length``: per task and context length; ``task_depth``:
+    per task and needle depth, lengths pooled)."""
     suite = runs[0].suite
     check_models(runs, f"suite {suite}")
     fulls = [r for r in runs if r.is_full]
@@ -185,11 +207,13 @@ def build_table(runs: list[Run], kind: str = "suite", paper_mode: bool = False, 
     convention = convention or (lay.convention if paper_mode else paper.MEAN_OF_RATIOS)
     runs = order_rows(runs, paper_mode)
     columns = {"suite": lambda: _task_columns(suite, runs, paper_mode), "length": lambda: _length_columns(runs),
-               "task_length": lambda: _task_length_columns(runs)}[kind]()
+               "task_length": lambda: _task_length_columns(runs), "task_depth": lambda: _task_depth_columns(runs)}[kind]()
     notes = Notes()
     title = f"{lay.title}: " + {"suite": "score per task", "length": "score per context length, all tasks pooled",
-                                "task_length": "score per task and context length"}[kind]
-    name = {"suite": suite, "length": f"{suite}_by_length", "task_length": f"{suite}_by_task_length"}[kind]
+                                "task_length": "score per task and context length",
+                                "task_depth": "score per task and needle depth, all context lengths pooled"}[kind]
+    name = {"suite": suite, "length": f"{suite}_by_length", "task_length": f"{suite}_by_task_length",
+            "task_depth": f"{suite}_by_task_depth"}[kind]
     table = Table(name=name, title=title, suite=suite,
                   model=runs[0].model, columns=columns, rows=[], convention=convention, notes=notes, kind=kind,
                   all_label="All lengths" if kind == "length" else "All tasks",
