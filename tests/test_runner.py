@@ -181,7 +181,7 @@ def test_two_cpu_ranks_shard_and_merge_into_one_run(tiny_model_dir, reference_ru
 
 @pytest.mark.distributed
 def test_two_ranks_both_refuse_a_run_folder_of_another_command(tiny_model_dir, reference_run, tmp_path):
-    """Rank 0 checks the folder; its refusal reaches rank 1 too, so torchrun exits 2 instead of hanging."""
+    """Rank 0 checks the folder; its refusal reaches rank 1 too, so both print it and torchrun fails instead of hanging."""
     out = tmp_path / "other"
     out.mkdir()
     (out / "config.json").write_text((reference_run / "config.json").read_text())

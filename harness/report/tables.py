@@ -168,28 +168,26 @@ def _task_depth_columns(runs: list[Run]) -> list[Column]:
             for t, d in keys]
 
 
-def has_depths(runs: list[Run]) -> bool:
-    """Every record carries a numeric ``metadata.depth`` and there are at least two depths (NIAH-like)."""
-    depths = set()
+def _varies(runs: list[Run], key: str) -> bool:
+    """Every record carries a numeric ``metadata[key]`` and it takes at least two values (NIAH-like)."""
+    values = set()
     for run in runs:
         for rec in run.records:
-            depth = (rec.get("metadata") or {}).get("depth")
-            if not isinstance(depth, (int, float)):
+            value = (rec.get("metadata") or {}).get(key)
+            if not isinstance(value, (int, float)):
                 return False
-            depths.add(float(depth))
-    return len(depths) > 1
+            values.add(float(value))
+    return len(values) > 1
+
+
+def has_depths(runs: list[Run]) -> bool:
+    """Every record carries a numeric ``metadata.depth`` and there are at least two depths."""
+    return _varies(runs, "depth")
 
 
 def has_lengths(runs: list[Run]) -> bool:
-    """Every record carries ``metadata.length`` and there are at least two lengths (NIAH-like)."""
-    lengths = set()
-    for run in runs:
-        for rec in run.records:
-            meta = rec.get("metadata") or {}
-            if not isinstance(meta.get("length"), (int, float)):
-                return False
-            lengths.add(int(meta["length"]))
-    return len(lengths) > 1
+    """Every record carries ``metadata.length`` and there are at least two lengths."""
+    return _varies(runs, "length")
 
 
 def build_table(runs: list[Run], kind: str = "suite", paper_mode: bool = False, samples: str = "strict",
