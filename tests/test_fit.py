@@ -66,6 +66,19 @@ def test_fit_writes_log_checkpoints_and_figures(reference_fit):
         if r["validation"]:
             assert 0 < r["validation"]["kept_fraction"] <= 1
             assert r["validation"]["fitness"] == r["validation"]["mean"]  # no memory term by default
+    # every validated mean is kept as checkpoints/gen<global generation>, with its own validation scores
+    validated = {r["global_generation"]: r for r in records if r["validation"]}
+    assert sorted(p.name for p in (reference_fit / "checkpoints").glob("*.safetensors")) == [
+        f"gen{g}.safetensors" for g in sorted(validated)]
+    for g, r in validated.items():
+        ckpt = load_checkpoint(reference_fit / "checkpoints" / f"gen{g}.safetensors", expect_architecture="bam")
+        assert ckpt.fitness["validation_mean"] == r["validation"]["mean"]
+        assert ckpt.fitness["generation"] == r["generation"] and ckpt.fitted_on["stage"] == r["stage"]
+    best2 = load_checkpoint(reference_fit / "stage2" / "best.safetensors")
+    stage2_best = max((r for r in validated.values() if r["stage"] == 2 and r["validation"]["best"]),
+                      key=lambda r: r["global_generation"])
+    assert torch.equal(best2.params, load_checkpoint(
+        reference_fit / "checkpoints" / f"gen{stage2_best['global_generation']}.safetensors").params)
     config = json.loads((reference_fit / "config.json").read_text())["fit"]
     assert (config["cma"], config["dtype"], config["fitness_rule"], config["memory_weight"]) == (
         "diagonal", loop.DEFAULT_FIT_DTYPE, "offset", 0.0)

@@ -12,8 +12,9 @@ validation fitness is the stage's checkpoint, and the next stage (which adds its
 Files in ``--out``: ``config.json``, ``fit.jsonl`` (one line per generation), ``references.jsonl``
 (full-cache scores), ``state.pkl`` (everything needed to continue, written atomically after every
 generation; no absolute paths, so the folder can be moved or committed and resumed elsewhere;
-loaded only from this folder), ``stage<k>/best.safetensors`` (+ ``.json``), the final
-``<policy>.safetensors``, and figures ``training_curves.png`` / ``memory_size.png``. A
+loaded only from this folder), ``stage<k>/best.safetensors`` (+ ``.json``), every validated mean as
+``checkpoints/gen<N>.safetensors`` (N = ``global_generation``), the final ``<policy>.safetensors``, and
+figures ``training_curves.png`` / ``memory_size.png``. A
 :class:`~harness.fit.stopping.Stopper` (``--stop-after``, SIGTERM/SIGINT) can end :meth:`Fit.run`
 at a generation boundary; re-running the same command continues from there.
 """
@@ -319,7 +320,7 @@ class Fit:
 
     def _generation(self, es: CMAES, state: dict, stage: int, tasks: list, generation: int, generations: int):
         """One generation: sample prompts, evaluate and tell the population, validate, log, save."""
-        from harness.fit.checkpointing import write_best
+        from harness.fit.checkpointing import write_best, write_validated
 
         config = self.config
         start = stopping.now()  # the clock stop decisions use
@@ -338,6 +339,8 @@ class Fit:
             # --memory-weight existed hold only that mean)
             best = state["best"]
             validation["best"] = best is None or validation["fitness"] > best.get("fitness", best["mean"])
+            if self.world.rank == 0:
+                write_validated(self, state, es.mean, generation, stage, tasks, validation)
             if validation["best"]:
                 state["best"] = {"mean": validation["mean"], "fitness": validation["fitness"],
                                  "params": es.mean.copy(), "generation": generation}
