@@ -293,6 +293,9 @@ def test_report_leaderboard_has_a_column_per_ratio_and_the_paper_schedule(tiny_m
     assert 0.4 < kept < 0.9
     full, _ = average("full")
     assert f"| full cache (paper) | {full:.1f} | {full:.1f} | {full:.1f} | 2 |" in lines
+    # the per-task tables name a kvpress-protocol run by its ratio, not by the policy's unused budget
+    report = (out / "report.md").read_text()
+    assert "| L2 (R = 0.5) |" in report and "| L2 (R = 0.75) |" in report and " tok)" not in report
 
 
 @pytest.mark.parametrize("policy", ["full", "h2o", "l2", "streaming", "namm_bam", "namm_mlp",

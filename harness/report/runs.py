@@ -75,8 +75,15 @@ class Run:
         return self.policy_info.get("budget")
 
     def budget_text(self) -> str | None:
+        """``25%`` / ``1024 tok`` (the budget), ``R = 0.5`` under ``--protocol kvpress`` (whose
+        compression ratio sets the count, not the policy's budget), None for the full cache."""
+        if self.is_full:
+            return None
+        if self.run.get("protocol") == "kvpress" and self.run.get("compression_ratio") is not None:
+            aware = ", query-aware" if self.run.get("query_aware") else ""
+            return f"R = {float(self.run['compression_ratio']):g}{aware}"
         b = self.budget
-        if b is None or self.is_full:
+        if b is None:
             return None
         return f"{b * 100:g}%" if isinstance(b, float) and b < 1 else f"{int(b)} tok"
 
