@@ -5,6 +5,7 @@
 # writes one report per length (report-L<length>/).
 #   bash results/ruler/run.sh                 # everything
 #   LENGTHS=1024 bash results/ruler/run.sh    # one length
+#   LENGTHS=4096 PAPER_SIZES="0.31 0.4" bash results/ruler/run.sh   # paper-schedule rows at other sizes
 # kvpress's own presses run in the kvpress environment (.venv-kvpress, transformers 5.2; see .ci/kvpress).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -13,6 +14,7 @@ N=${N_SAMPLES:-2}
 PY=${PYTHON:-python}
 KVPY=${KVPRESS_PYTHON:-.venv-kvpress/bin/python}
 RATIOS=${RATIOS:-"0.25 0.5 0.75 0.875"}
+PAPER_SIZES=${PAPER_SIZES:-"0.5 0.25"}   # --cache-size of the paper-schedule h2o/l2 rows
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 
 for L in $LENGTHS; do
@@ -28,7 +30,7 @@ for L in $LENGTHS; do
   done
   # the paper's schedule (the policy every n_up = 512 tokens over the whole prompt, question included)
   run paper-namm_bam --policy namm_bam
-  for C in 0.5 0.25; do
+  for C in $PAPER_SIZES; do
     run "paper-h2o-cs$C" --policy h2o --cache-size "$C"
     run "paper-l2-cs$C" --policy l2 --cache-size "$C"
   done
