@@ -4,8 +4,11 @@
   with ``--device-map`` it is where the inputs go, the device of the model's first layer.
 - ``--dtype auto`` (the default of every command): ``bfloat16`` when ``--device`` is CUDA, else the
   command's CPU default (``run``, ``bench``, ``namm-init`` and lm-eval: ``float32``, the precision of
-  the committed references; ``fit``: ``bfloat16``). It is resolved to that concrete name before
-  anything is recorded, so a run directory made with ``--dtype float32`` on CPU resumes without it.
+  the committed references; ``fit``: ``bfloat16`` where the CPU computes it natively, with
+  AVX512-BF16 or AMX, else ``float32``: without them torch emulates bf16 and a forward is ~5x
+  slower than in fp32, measured in ``results/fit-bench/README.md``). It is resolved to that concrete
+  name before anything is recorded, so a run directory made with ``--dtype float32`` on CPU resumes
+  without it.
 - ``--device-map`` (``auto``, ``balanced``, ``balanced_low_0``, ``sequential``): accelerate spreads
   the model's layers over the GPUs (then the CPU) for a model larger than one GPU; one process only.
 """
@@ -48,17 +51,32 @@ def check_device(device: str) -> None:
                          f"{dev.type}:0 to {dev.type}:{count - 1}")
 
 
+def cpu_computes_bf16() -> bool:
+    """Whether this CPU has bf16 arithmetic (AVX512-BF16 or AMX tiles), so that a bf16 forward is
+    faster than an fp32 one; without it torch converts every bf16 operand and the forward is slower."""
+    import torch
+
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
+
+
 def resolve_dtype(dtype: str | None, device: str, cpu_default: str = "float32") -> str:
     """The concrete dtype name for ``--dtype``: ``auto`` (or ``None``) is ``bfloat16`` on a CUDA
-    ``device`` and ``cpu_default`` on any other; a concrete name is checked and returned as it is."""
+    ``device`` and ``cpu_default`` on any other, except that a ``bfloat16`` default falls back to
+    ``float32`` on a CPU without bf16 arithmetic (:func:`cpu_computes_bf16`); a concrete name is
+    checked and returned as it is."""
     import torch
 
     if dtype is None or dtype == AUTO:
         try:
-            on_cuda = torch.device(device).type == "cuda"
+            kind = torch.device(device).type
         except (RuntimeError, TypeError, ValueError):
-            on_cuda = False  # check_device reports the bad --device
-        return "bfloat16" if on_cuda else cpu_default
+            kind = None  # check_device reports the bad --device
+        if kind == "cuda":
+            return "bfloat16"
+        if cpu_default == "bfloat16" and kind == "cpu" and not cpu_computes_bf16():
+            return "float32"
+        return cpu_default
     choose("--dtype", dtype, (*DTYPES, AUTO))
     return dtype
 

@@ -1,5 +1,6 @@
 """``--dtype auto``, every command's default: bfloat16 on CUDA, the command's CPU default elsewhere
-(float32 for run, bench, namm-init and lm-eval; bfloat16 for fit), resolved before it is recorded."""
+(float32 for run, bench, namm-init and lm-eval; bfloat16 for fit where the CPU has bf16 arithmetic,
+else float32), resolved before it is recorded."""
 
 import json
 from pathlib import Path
@@ -17,13 +18,28 @@ from harness.errors import UsageError
     (None, "cpu", "float32", "float32"),
     ("auto", "cuda", "float32", "bfloat16"),
     ("auto", "cuda:1", "float32", "bfloat16"),
-    ("auto", "cpu", "bfloat16", "bfloat16"),  # fit's CPU default
     ("auto", "mps", "float32", "float32"),
     ("float16", "cuda", "float32", "float16"),
     ("float32", "cuda", "bfloat16", "float32"),
 ])
 def test_the_rule(dtype, device, cpu_default, expect):
     assert resolve_dtype(dtype, device, cpu_default) == expect
+
+
+@pytest.mark.parametrize("native,expect", [(True, "bfloat16"), (False, "float32")])
+def test_a_bf16_cpu_default_needs_bf16_arithmetic(monkeypatch, native, expect):
+    """fit's CPU default is bf16 only where the CPU computes it (AVX512-BF16 or AMX); elsewhere torch
+    emulates bf16 and a forward is slower than in fp32, so ``auto`` is float32 there."""
+    import harness.devices as devices
+
+    for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        monkeypatch.setattr(torch.cpu, name, lambda: False)
+    if native:
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert devices.cpu_computes_bf16() is native
+    assert resolve_dtype("auto", "cpu", "bfloat16") == expect
+    assert resolve_dtype("auto", "cuda", "bfloat16") == "bfloat16"  # CUDA never falls back
+    assert resolve_dtype("bfloat16", "cpu", "float32") == "bfloat16"  # an explicit dtype is kept
 
 
 def test_unknown_dtype_is_one_line():
@@ -67,7 +83,8 @@ def test_fit_resolves_auto_to_its_cpu_default(monkeypatch, tmp_path):
     monkeypatch.setattr(loop, "Fit", capture)
     with pytest.raises(Stop):
         main(["fit", "--stages", "passkey:1", "--out", str(tmp_path / "fit")])
-    assert seen == [loop.DEFAULT_FIT_DTYPE]
+    assert seen == [resolve_dtype("auto", "cpu", loop.DEFAULT_FIT_DTYPE)]
+    assert seen[0] in (loop.DEFAULT_FIT_DTYPE, "float32")
 
 
 def test_namm_init_resolves_auto_before_loading(monkeypatch, tmp_path):

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from harness.cli import main
+from harness.devices import resolve_dtype
 from harness.fit import loop
 from policies.namm.checkpoint import load_checkpoint
 
@@ -81,7 +82,7 @@ def test_fit_writes_log_checkpoints_and_figures(reference_fit):
         reference_fit / "checkpoints" / f"gen{stage2_best['global_generation']}.safetensors").params)
     config = json.loads((reference_fit / "config.json").read_text())["fit"]
     assert (config["cma"], config["dtype"], config["fitness_rule"], config["memory_weight"]) == (
-        "diagonal", loop.DEFAULT_FIT_DTYPE, "offset", 0.0)
+        "diagonal", resolve_dtype("auto", "cpu", loop.DEFAULT_FIT_DTYPE), "offset", 0.0)
     for name in ("training_curves.png", "memory_size.png"):
         assert (reference_fit / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
