@@ -8,7 +8,7 @@ from harness.errors import UsageError
 
 
 def add_arguments(p) -> None:
-    from harness.devices import DEVICE_MAP_HELP, DTYPE_HELP
+    from harness.devices import DEVICE_MAP_HELP
     from harness.fit.loop import DEFAULT_FIT_DTYPE
 
     p.add_argument("--policy", default="namm_bam", help="namm_bam (default) or namm_mlp")
@@ -45,8 +45,8 @@ def add_arguments(p) -> None:
     p.add_argument("--stats-prompts", type=int, default=8, help="prompts for the normalisation statistics")
     p.add_argument("--model", help="model (default: the embedded smollm2)")
     p.add_argument("--dtype", default="auto", metavar="{auto,float32,bfloat16,float16}",
-                   help="model weights: " + DTYPE_HELP.format(
-                       cpu=f"{DEFAULT_FIT_DTYPE} on a CPU with bf16 arithmetic (AVX512-BF16, AMX), float32 on others"))
+                   help=f"model weights: auto (default: {DEFAULT_FIT_DTYPE} on CUDA and on a CPU with bf16 arithmetic "
+                        "(AVX512-BF16, AMX), float32 elsewhere), float32, bfloat16 or float16")
     p.add_argument("--max-length", type=int, help="context limit in tokens (default: the model's)")
     p.add_argument("--n-up", type=int, default=512)
     p.add_argument("--cache-mode", default="original")
