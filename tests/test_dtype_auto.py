@@ -68,8 +68,12 @@ def test_run_records_the_concrete_dtype_and_resumes_across_auto(tiny_model_dir, 
     assert main(_run_args(tiny_model_dir, explicit, "--dtype", "bfloat16")) == 2
 
 
-def test_fit_resolves_auto_to_its_cpu_default(monkeypatch, tmp_path):
+@pytest.mark.parametrize("native,expect", [(True, "bfloat16"), (False, "float32")])
+def test_fit_resolves_auto_to_its_cpu_default(monkeypatch, tmp_path, native, expect):
+    import harness.devices as devices
     import harness.fit.loop as loop
+
+    monkeypatch.setattr(devices, "cpu_computes_bf16", lambda: native)
 
     seen = []
 
@@ -83,8 +87,7 @@ def test_fit_resolves_auto_to_its_cpu_default(monkeypatch, tmp_path):
     monkeypatch.setattr(loop, "Fit", capture)
     with pytest.raises(Stop):
         main(["fit", "--stages", "passkey:1", "--out", str(tmp_path / "fit")])
-    assert seen == [resolve_dtype("auto", "cpu", loop.DEFAULT_FIT_DTYPE)]
-    assert seen[0] in (loop.DEFAULT_FIT_DTYPE, "float32")
+    assert loop.DEFAULT_FIT_DTYPE == "bfloat16" and seen == [expect]
 
 
 def test_namm_init_resolves_auto_before_loading(monkeypatch, tmp_path):

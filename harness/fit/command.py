@@ -45,8 +45,8 @@ def add_arguments(p) -> None:
     p.add_argument("--stats-prompts", type=int, default=8, help="prompts for the normalisation statistics")
     p.add_argument("--model", help="model (default: the embedded smollm2)")
     p.add_argument("--dtype", default="auto", metavar="{auto,float32,bfloat16,float16}",
-                   help=f"model weights: auto (default: {DEFAULT_FIT_DTYPE} on CUDA and on a CPU with bf16 arithmetic "
-                        "(AVX512-BF16, AMX), float32 elsewhere), float32, bfloat16 or float16")
+                   help=f"model weights: auto (default: bfloat16 on CUDA, {DEFAULT_FIT_DTYPE} on a CPU with bf16 "
+                        "arithmetic (AVX512-BF16, AMX), float32 on other CPUs), float32, bfloat16 or float16")
     p.add_argument("--max-length", type=int, help="context limit in tokens (default: the model's)")
     p.add_argument("--n-up", type=int, default=512)
     p.add_argument("--cache-mode", default="original")
