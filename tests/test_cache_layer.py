@@ -392,3 +392,20 @@ def test_constructor_validates():
 def test_stats_before_any_token():
     st = EvictionLayer(make_policy("l2"), 0, n_up=8).stats()
     assert st["physical"] == 0 and st["per_head"] == [] and st["updates"] == 0
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 11), (2, 3, 11, 8), (1, 2, 11, 4, 5)])
+def test_gather_tokens_moves_whole_rows_per_batch_and_head(shape):
+    """The flat ``index_select`` path equals an explicit per-(batch, head) selection."""
+    from harness.cache import _gather_tokens
+
+    gen = torch.Generator().manual_seed(0)
+    t = torch.randn(*shape, generator=gen)
+    b, h, n = shape[:3]
+    idx = torch.stack([torch.stack([torch.randperm(n, generator=gen)[:6].sort().values for _ in range(h)])
+                       for _ in range(b)])  # [b, h, 6], a different subset per head
+    out = _gather_tokens(t, idx)
+    assert out.shape == (b, h, 6, *shape[3:])
+    for i in range(b):
+        for j in range(h):
+            assert torch.equal(out[i, j], t[i, j, idx[i, j]])
