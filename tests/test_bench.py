@@ -58,3 +58,19 @@ def test_bench_bad_input_is_one_line(extra, message, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
     assert not (tmp_path / "b").exists()
+
+
+def test_namm_parts_script_prints_one_timed_row_per_size():
+    """scripts/namm_parts.py (the bench README's scorer/stream timings) runs and reports positive times."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "namm_parts.py"
+    done = subprocess.run([sys.executable, str(script), "--tokens", "544,600"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| 5") or line.startswith("| 6")]
+    assert [r.split("|")[1].strip() for r in rows] == ["544", "600"]
+    for row in rows:
+        values = [float(v) for v in row.strip("|").split("|")[1:]]
+        assert len(values) == 4 and all(v > 0 for v in values)
