@@ -29,7 +29,7 @@ def add_arguments(p) -> None:
     p.add_argument("--lengths", default=DEFAULT_LENGTHS, help=f"prompt tokens, comma-separated (default {DEFAULT_LENGTHS})")
     p.add_argument("--model", help="model (default: the embedded smollm2)")
     p.add_argument("--cache-size", type=float, default=0.25, help="budget: tokens or fraction of the prompt (default 0.25)")
-    p.add_argument("--policy-checkpoint", help="NAMM checkpoint for namm_* policies (default: zero parameters)")
+    p.add_argument("--policy-checkpoint", help="NAMM checkpoint for namm_* policies (default: the shipped one)")
     p.add_argument("--decode-tokens", type=int, default=64, help="decoding steps to time (default 64)")
     p.add_argument("--repeats", type=int, default=1, help="timed runs per configuration; the row is their median (default 1)")
     p.add_argument("--warmup", type=int, help="untimed runs first (default: 1 on CUDA, 0 on CPU)")
@@ -132,6 +132,9 @@ def main(args) -> int:
         lengths = [int(x) for x in args.lengths.split(",") if x]
     except ValueError:
         raise UsageError(f"--lengths must be comma-separated integers, got {args.lengths!r}")
+    if args.policy_checkpoint and not Path(args.policy_checkpoint).is_file():
+        raise UsageError(f"--policy-checkpoint {args.policy_checkpoint}: no such file; pass a NAMM checkpoint "
+                         "(.safetensors, e.g. from `fit` or `namm-init`)")
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -149,14 +152,22 @@ def main(args) -> int:
                 raise SystemExit(f"bench of {name} at {length} tokens failed")
             row = json.loads(done.stdout.strip().splitlines()[-1])
             rows.append(row)
+            _write(out_dir, rows)  # after every configuration: a failure later keeps the rows measured
             print(f"{name:10s} {length:6d} prefill {row['prefill_tok_s']:8.1f} tok/s  decode {row['decode_tok_s']:6.2f} tok/s  "
                   f"peak {row['peak_memory_mb']:7.1f} MB  policy {row['policy_s']:6.2f} s ({100 * row['policy_fraction']:.1f}%)", file=sys.stderr, flush=True)
-    model = rows[0]["model"] if rows else "model"
-    with open(out_dir / f"{model}.jsonl", "w") as f:
-        f.writelines(json.dumps(r) + "\n" for r in rows)
-    (out_dir / f"{model}.md").write_text(markdown_table(rows))
-    print(out_dir / f"{model}.md")
+    print(_write(out_dir, rows))
     return 0
+
+
+def _write(out_dir: Path, rows: list[dict]) -> Path:
+    """``<model>.jsonl`` (one row per configuration) and ``<model>.md`` (their table), rows so far."""
+    model = rows[0]["model"] if rows else "model"
+    jsonl = out_dir / f"{model}.jsonl"
+    tmp = jsonl.with_suffix(".jsonl.tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tmp.replace(jsonl)
+    (out_dir / f"{model}.md").write_text(markdown_table(rows))
+    return out_dir / f"{model}.md"
 
 
 def markdown_table(rows: list[dict]) -> str:

@@ -52,6 +52,7 @@ def test_table_ratios_compare_the_same_dtype_only():
     (["--dtype", "float8"], "unknown --dtype 'float8'"),
     (["--lengths", "2k"], "--lengths must be comma-separated integers"),
     (["--policies", "nope"], "unknown policy 'nope'"),
+    (["--policy-checkpoint", "/nonexistent/namm.safetensors"], "--policy-checkpoint /nonexistent/namm.safetensors: no such file"),
 ])
 def test_bench_bad_input_is_one_line(extra, message, tmp_path, capsys):
     assert main(["bench", "--out", str(tmp_path / "b"), *extra]) == 2
@@ -74,3 +75,31 @@ def test_namm_parts_script_prints_one_timed_row_per_size():
     for row in rows:
         values = [float(v) for v in row.strip("|").split("|")[1:]]
         assert len(values) == 4 and all(v > 0 for v in values)
+
+
+def test_bench_keeps_the_rows_measured_before_a_failure(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    """Rows are written as each configuration finishes: the second configuration failing leaves the
+    first one's row (and its table) on disk."""
+    import subprocess
+
+    import harness.bench as bench
+
+    real_run, calls = subprocess.run, []
+
+    def run(cmd, **kw):
+        calls.append(cmd)
+        if len(calls) == 2:
+            return subprocess.CompletedProcess(cmd, 1, stdout="", stderr="simulated crash")
+        return real_run(cmd, **kw)
+
+    monkeypatch.setattr(bench.subprocess, "run", run)
+    out = tmp_path / "bench"
+    args = ["bench", "--model", str(tiny_model_dir), "--policies", "full,h2o", "--lengths", "96", "--n-up", "32",
+            "--decode-tokens", "2", "--threads", "1", "--out", str(out)]
+    with pytest.raises(SystemExit, match="bench of h2o at 96 tokens failed"):
+        main(args)
+    (jsonl,) = out.glob("*.jsonl")
+    rows = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert [(r["policy"], r["length"]) for r in rows] == [("full", 96)]
+    assert "| full |" in jsonl.with_suffix(".md").read_text()
+    assert "simulated crash" in capsys.readouterr().err
