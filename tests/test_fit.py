@@ -164,7 +164,7 @@ def test_loop_improves_a_synthetic_objective(tiny_model_dir, tmp_path, monkeypat
         (["--stages", "passkey:3", "--progress-weight", "-1"], "--progress-weight must be a finite number >= 0"),
         (["--stages", "passkey:3", "--threads", "0"], "--threads must be a positive integer, got 0"),
         (["--stages", "passkey:3", "--stop-after", "2 hours"],
-         "--stop-after '2 hours' is not a duration; use e.g. 2h, 90m, 3600s or 3600 (seconds)"),
+         "--stop-after '2 hours' is not a duration; use e.g. 2h, 90m, 2h15m, 3600s or 3600 (seconds)"),
         (["--stages", "passkey:3", "--stop-after", "0"], "--stop-after '0' is not a duration"),
     ],
 )

@@ -89,16 +89,18 @@ def stop_lines(err):
 
 
 @pytest.mark.parametrize("text,seconds", [("2h", 7200), ("90m", 5400), ("3600s", 3600), ("3600", 3600),
-                                          ("1.5d", 129600), (" 45M ", 2700), ("0.5", 0.5)])
+                                          ("1.5d", 129600), (" 45M ", 2700), ("0.5", 0.5), ("1h30m", 5400),
+                                          ("2h15m", 8100), ("1d2h", 93600), ("1m30s", 90)])
 def test_parse_duration(text, seconds):
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["", "h", "2 hours", "1h30m", "-1h", "0", "0m", "inf", "nan", "1e999s"])
+@pytest.mark.parametrize("text", ["", "h", "2 hours", "1h30", "2h 15m", "h30m", "-1h", "1h-30m", "0", "0m", "0h0m",
+                                  "inf", "nan", "1e999s"])
 def test_bad_duration_is_a_one_line_usage_error(text):
     with pytest.raises(UsageError) as info:
         parse_duration(text)
-    assert str(info.value) == f"--stop-after {text!r} is not a duration; use e.g. 2h, 90m, 3600s or 3600 (seconds)"
+    assert str(info.value) == f"--stop-after {text!r} is not a duration; use e.g. 2h, 90m, 2h15m, 3600s or 3600 (seconds)"
 
 
 def test_stop_rule_uses_the_previous_generation_time(monkeypatch):

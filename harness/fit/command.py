@@ -62,7 +62,7 @@ def add_arguments(p) -> None:
     p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: torch's choice)")
     p.add_argument("--stop-after", metavar="DURATION",
                    help="stop between generations before this much wall time since the command started is "
-                        "passed (the previous generation's time estimates the next's), e.g. 2h, 90m, 3600s, 3600; "
+                        "passed (the previous generation's time estimates the next's), e.g. 2h, 90m, 2h15m, 3600s, 3600; "
                         "SIGTERM/SIGINT also stop, after the current generation. Re-running resumes")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--out", required=True, help="fit folder (re-running the same command resumes; --threads "

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 import signal
 import threading
 import time
@@ -18,6 +19,8 @@ import time
 from harness.errors import UsageError
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)([dhms])")
+_DURATION = re.compile(r"(?:(?:\d+(?:\.\d*)?|\.\d+)[dhms])+")  # e.g. 2h15m: numbers, each with its unit
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
@@ -27,16 +30,16 @@ def now() -> float:
 
 
 def parse_duration(text: str) -> float:
-    """``"2h"``, ``"90m"``, ``"3600s"``, ``"1.5d"`` or a bare number of seconds → seconds (> 0)."""
+    """``"2h"``, ``"90m"``, ``"2h15m"``, ``"3600s"``, ``"1.5d"`` or a bare number of seconds → seconds (> 0)."""
     t = text.strip().lower()
-    factor = _UNITS.get(t[-1:], None)
-    number = t[:-1] if factor is not None else t
     try:
-        seconds = float(number) * (factor or 1.0)
+        seconds = float(t) if t and t[-1] not in _UNITS else math.nan
     except ValueError:
         seconds = math.nan
+    if math.isnan(seconds) and _DURATION.fullmatch(t):
+        seconds = sum(float(number) * _UNITS[unit] for number, unit in _PART.findall(t))
     if not (math.isfinite(seconds) and seconds > 0):
-        raise UsageError(f"--stop-after {text!r} is not a duration; use e.g. 2h, 90m, 3600s or 3600 (seconds)")
+        raise UsageError(f"--stop-after {text!r} is not a duration; use e.g. 2h, 90m, 2h15m, 3600s or 3600 (seconds)")
     return seconds
 
 
