@@ -73,6 +73,7 @@ class NAMMPolicy(Policy):
             self.norm_var = torch.ones(self.features.n_freq)
         self.stats = RunningStats(self.features.n_freq) if self.collect_stats else None
         self.seconds = {"features": 0.0, "scorer": 0.0}  # wall time, summed over layers and updates
+        self._streamed_s = 0.0  # this update's streaming time (spent before select; feature time)
         self._moved: dict = {}  # (device, dtype) -> (the tensors moved, their copies there); see _on
 
     def _on(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -106,9 +107,27 @@ class NAMMPolicy(Policy):
 
     def select(self, view: LayerView) -> Selection:
         start = time.perf_counter()
+        x = self.token_inputs(view)
+        if x is None:  # collect_stats: observe only, keep everything
+            keep = view.valid.clone()
+            return Selection(torch.zeros_like(keep, dtype=torch.float32), keep)
+        params = self._on(x)[0]
+        middle = time.perf_counter()
+        scores = self.scorer.score(x, view.valid, params.to(x.dtype))
+        self.seconds["features"] += middle - start + self._streamed_s
+        self.seconds["scorer"] += time.perf_counter() - middle
+        scores = scores.masked_fill(view.positions == view.seen - 1, math.inf)  # the newest token stays
+        return Selection(scores, (scores >= self.threshold) & view.valid)
+
+    def token_inputs(self, view: LayerView) -> torch.Tensor | None:
+        """The scorer's input at this update, ``[batch, kv_heads, n_keys, 25]``: the spectrogram EMA
+        (folded from the streamed window or from ``view.attention``; stored in ``view.state``),
+        z-normalised, plus the oldness embedding. ``None`` when ``collect_stats`` (the EMA then only
+        feeds the running statistics)."""
+        self._streamed_s = 0.0
         if view.window is not None:  # streamed: the rows were folded in as they arrived
             ema, view.state["namm_carry"] = view.window.finish()
-            start -= view.window.seconds  # the streaming time counts as feature time
+            self._streamed_s = view.window.seconds  # the streaming time counts as feature time
         else:
             rows = view.attention  # [b, h, Q, n]
             hop = self.features.hop
@@ -119,16 +138,9 @@ class NAMMPolicy(Policy):
         view.state["namm_ema"] = ema
         if self.stats is not None:
             self.stats.update(ema, view.valid)
-            keep = view.valid.clone()
-            return Selection(torch.zeros_like(keep, dtype=torch.float32), keep)
-        params, mean, var = self._on(ema)
-        x = token_features(normalise(ema, mean, var), view.age, self.features)
-        middle = time.perf_counter()
-        scores = self.scorer.score(x, view.valid, params.to(x.dtype))
-        self.seconds["features"] += middle - start
-        self.seconds["scorer"] += time.perf_counter() - middle
-        scores = scores.masked_fill(view.positions == view.seen - 1, math.inf)  # the newest token stays
-        return Selection(scores, (scores >= self.threshold) & view.valid)
+            return None
+        _, mean, var = self._on(ema)
+        return token_features(normalise(ema, mean, var), view.age, self.features)
 
     def get_params(self) -> torch.Tensor:
         return self.params.clone()
