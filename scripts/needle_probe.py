@@ -11,20 +11,22 @@ every token (so the inputs are those of a full cache). At every update, in every
 it records the inputs and the checkpoint's scores of the needle's tokens and of a sample of the
 haystack's. Then, per update after the needle arrived:
 
-- ``auc_namm``: ROC AUC of the checkpoint's scores, needle tokens against haystack tokens (1 = every
-  needle token outscores every haystack token; 0.5 = no better than chance);
+- ``needle_survival`` / ``haystack_survival`` (a first pass, the checkpoint evicting as in ``run``):
+  the fraction of the needle's / the rest's tokens still cached at the end of the prompt, per layer
+  and KV head, averaged; ``needle_whole``: the fraction of (layer, head) pairs that keep every needle
+  token.
+- ``auc_namm``: ROC AUC of the checkpoint's scores, needle tokens against haystack tokens, per
+  (update, layer, head) of the observing pass, averaged (1 = every needle token outscores every
+  haystack token; 0.5 = chance); ``auc_namm_local``: against the haystack within 64 positions of the
+  needle only (neighbours of the same age);
 - ``auc_l2``: the same for L2's score (minus the key norm), a key-only baseline;
-- ``needle_survival`` / ``haystack_survival`` (a second pass, the checkpoint evicting as in ``run``):
-  the fraction of the needle's / the rest's tokens still cached after the last update of the prompt,
-  per layer and KV head, averaged; ``needle_whole``: the fraction of (layer, head) pairs that keep
-  every needle token;
-- ``auc_probe_linear`` / ``auc_probe_mlp``: the best a token-wise scorer could do on these inputs,
-  estimated by a logistic regression and a 25-32-1 MLP fitted to separate needle from haystack on the
-  prompts of half the depths and tested on the other half (a token-wise scorer is exactly what
-  ``namm_mlp`` is; BAM also looks across tokens).
+- ``auc_probe_*``: the best a token-wise scorer (what ``namm_mlp`` is; BAM also looks across tokens)
+  could do on these inputs, estimated by a logistic regression and a 25-32-1 MLP, cross-fitted over
+  two folds of the depths (all lengths pooled); ``17``: on the 17 spectrogram features alone,
+  ``25``: with the oldness embedding too (which can only locate the needle by its position).
 
     python scripts/needle_probe.py --out results/fits/needle-probe            # shipped namm_bam
-    python scripts/needle_probe.py --checkpoint PATH --architecture namm_mlp --out DIR
+    python scripts/needle_probe.py --checkpoint PATH --policy namm_mlp --out DIR
 
 It writes ``DIR/probe.json`` (every number) and ``DIR/probe.md`` (the table). Generated data.
 """
@@ -100,7 +102,9 @@ def auc(pos: torch.Tensor, neg: torch.Tensor) -> float:
 
 
 def collect(policy, model, tokenizer, sample, n_up: int, haystack_per_head: int, gen: torch.Generator):
-    """Run one prompt; return per-update records of needle and sampled haystack tokens."""
+    """Run one prompt twice (the NAMM evicting, then observing only); return the observing pass's
+    per-(update, layer, head) records (updates after the needle arrived), the prompt's length, the
+    needle's token indices and the evicting pass's survival fractions."""
     ids = format_prompt(tokenizer, sample, "auto")
     needle = needle_positions(tokenizer, sample, ids)
     survival = {}
@@ -111,8 +115,11 @@ def collect(policy, model, tokenizer, sample, n_up: int, haystack_per_head: int,
         if evict:
             last = {}
             for seen, layer, positions, *_, keep in policy.log:
-                last[layer] = (positions, keep)  # the final update's decision per layer
-            survivors = [pos[h][keep[h]] for pos, keep in last.values() for h in range(pos.shape[0])]
+                last[layer] = (seen, positions, keep)  # the final update's decision per layer
+            # what each (layer, head) holds at the end of the prompt: the final update's survivors and
+            # every token that arrived after it
+            survivors = [torch.cat([pos[h][keep[h]], torch.arange(seen, len(ids))])
+                         for seen, pos, keep in last.values() for h in range(pos.shape[0])]
             kept = torch.stack([torch.isin(needle, s) for s in survivors]).double()  # [layers * heads, needle]
             hay_total = len(ids) - len(needle)
             hay_kept = [float((~torch.isin(s, needle)).sum()) / hay_total for s in survivors]
@@ -128,9 +135,8 @@ def collect(policy, model, tokenizer, sample, n_up: int, haystack_per_head: int,
             nd = is_needle[h].nonzero().flatten()
             hay = (~is_needle[h]).nonzero().flatten()
             pick = hay[torch.randperm(len(hay), generator=gen)[:haystack_per_head]]
-            out.append({"seen": seen, "layer": layer, "head": h,
-                        "needle_x": x[h, nd], "hay_x": x[h, pick],
-                        "needle_s": scores[h, nd], "hay_s": scores[h, hay],
+            out.append({"seen": seen, "layer": layer, "head": h, "needle_x": x[h, nd], "hay_x": x[h, pick],
+                        "needle_s": scores[h, nd], "hay_s": scores[h, hay], "hay_pos": positions[h, hay],
                         "needle_l2": l2[h, nd], "hay_l2": l2[h, hay]})
     return out, len(ids), needle, survival
 
@@ -151,82 +157,127 @@ def fit_probe(xs: torch.Tensor, ys: torch.Tensor, hidden: int | None, steps: int
     return net
 
 
+PROBES = {"linear17": (None, 17), "mlp17": (32, 17), "linear25": (None, 25), "mlp25": (32, 25)}
+LOCAL = 64  # "local" AUCs compare the needle with the haystack tokens within this many positions of it
+
+
+def probe_aucs(rows: list[dict]) -> None:
+    """Two-fold cross-fitted probes (fit on the prompts of one half of the depths, all lengths pooled;
+    tested on the other half): sets ``r["probe_<name>"]``, the AUC on each record of the held-out fold. ``*17``: the
+    17 spectrogram features only (no oldness embedding, so the probe cannot find the needle by its
+    position); ``*25``: all of the scorer's inputs."""
+    for name, (hidden, dims) in PROBES.items():
+        for test in ("a", "b"):
+            train = [r for r in rows if r["split"] != test]
+            px = torch.cat([r["needle_x"] for r in train])[:, :dims].float()
+            nx = torch.cat([r["hay_x"] for r in train])[:, :dims].float()
+            net = fit_probe(torch.cat([px, nx]), torch.cat([torch.ones(len(px)), torch.zeros(len(nx))]), hidden)
+            with torch.no_grad():
+                for r in rows:
+                    if r["split"] == test:
+                        r[f"probe_{name}"] = auc(net(r["needle_x"][:, :dims].float()).squeeze(-1),
+                                                 net(r["hay_x"][:, :dims].float()).squeeze(-1))
+
+
+def near(r: dict) -> torch.Tensor:
+    """``[n_haystack]`` bool: the record's haystack tokens within ``LOCAL`` positions of the needle."""
+    distance = torch.maximum(r["needle_lo"] - r["hay_pos"], r["hay_pos"] - r["needle_hi"])
+    return distance <= LOCAL
+
+
+def summarise(rows: list[dict], prompts: list[dict]) -> dict:
+    """Means over the (update, layer, head) records and the prompts of one group."""
+    def mean(values):
+        values = list(values)
+        return sum(values) / len(values) if values else float("nan")
+
+    entry = {"prompts": len(prompts), "records": len(rows),
+             **{k: mean(p[k] for p in prompts) for k in ("needle_survival", "needle_whole", "haystack_survival")},
+             # per record: the ranking one eviction decision sees
+             "auc_namm": mean(auc(r["needle_s"], r["hay_s"]) for r in rows),
+             "auc_namm_local": mean(auc(r["needle_s"], r["hay_s"][near(r)])
+                                    for r in rows),
+             "auc_l2": mean(auc(r["needle_l2"], r["hay_l2"]) for r in rows)}
+    for name in PROBES:
+        entry[f"auc_probe_{name}"] = mean(r[f"probe_{name}"] for r in rows)
+    return entry
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--policy", default="namm_bam", choices=["namm_bam", "namm_mlp"])
     ap.add_argument("--checkpoint", default=None, help="a NAMM checkpoint (default: the shipped one)")
-    ap.add_argument("--lengths", default="1024,2048")
-    ap.add_argument("--depths", default="0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8")
+    ap.add_argument("--lengths", default="1024,2048,4096")
+    ap.add_argument("--depths", default="0.1,0.25,0.4,0.55,0.7,0.85")
     ap.add_argument("--haystack-per-head", type=int, default=64)
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--records", default=None,
+                    help="cache of the collected records (torch.save): read when it exists, else written")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     lengths = [int(v) for v in args.lengths.split(",")]
     depths = [float(v) for v in args.depths.split(",")]
-    model, tokenizer, _ = load_model(None, dtype=args.dtype)
-    attach(model)
-    policy = recording_policy(args.policy, checkpoint=args.checkpoint)
-    suite = NIAH(lengths=lengths, depths=depths)
-    gen = torch.Generator().manual_seed(0)
-    per_prompt = []
-    rows = []
-    for length in lengths:
-        for k, depth in enumerate(depths):
-            t0 = time.perf_counter()
-            sample = suite.make_sample("needle", tokenizer, length, depth)
-            recs, n_tok, needle, survival = collect(policy, model, tokenizer, sample, 512, args.haystack_per_head, gen)
-            per_prompt.append({"length": length, "depth": depth, "tokens": n_tok, "needle_tokens": len(needle),
-                               "needle_first": int(needle.min()), "split": "train" if k % 2 == 0 else "test",
-                               **survival})
-            for r in recs:
-                r.update(length=length, depth=depth, split=per_prompt[-1]["split"])
-            rows.extend(recs)
-            print(f"needle {length} {depth}: {n_tok} tokens, needle at {int(needle.min())}-{int(needle.max())}, "
-                  f"{len(recs)} (update, layer, head) records, {time.perf_counter() - t0:.0f}s", flush=True)
-
-    def pooled(sel, key):
-        pos = torch.cat([r[f"needle_{key}"] for r in sel])
-        neg = torch.cat([r[f"hay_{key}"] for r in sel])
-        return pos, neg
-
-    summary = {"policy": args.policy, "checkpoint": args.checkpoint or "shipped", "dtype": args.dtype,
-               "prompts": per_prompt, "by_length": {}}
+    identity = {"policy": args.policy, "checkpoint": args.checkpoint or "shipped", "dtype": args.dtype,
+                "lengths": lengths, "depths": depths, "haystack_per_head": args.haystack_per_head}
+    if args.records and Path(args.records).exists():
+        saved = torch.load(args.records)
+        if saved["identity"] != identity:
+            raise SystemExit(f"needle_probe: {args.records} holds records of {saved['identity']}; remove it")
+        per_prompt, rows = saved["prompts"], saved["rows"]
+    else:
+        per_prompt, rows = collect_all(args, lengths, depths)
+        if args.records:
+            torch.save({"identity": identity, "prompts": per_prompt, "rows": rows}, args.records)
+    probe_aucs(rows)
+    summary = {**identity, "prompts": per_prompt, "by_length": {}}
     for length in lengths + [None]:
         sel = [r for r in rows if length is None or r["length"] == length]
-        # per (prompt, update, layer, head) AUCs, averaged: the ranking each eviction decision sees
-        a_namm = torch.tensor([auc(r["needle_s"], r["hay_s"]) for r in sel]).mean().item()
-        a_l2 = torch.tensor([auc(r["needle_l2"], r["hay_l2"]) for r in sel]).mean().item()
         prompts = [p for p in per_prompt if length is None or p["length"] == length]
-        entry = {"records": len(sel), "auc_namm": a_namm, "auc_l2": a_l2,
-                 **{k: sum(p[k] for p in prompts) / len(prompts)
-                    for k in ("needle_survival", "needle_whole", "haystack_survival")}}
-        for name, hidden in (("linear", None), ("mlp", 32)):
-            train = [r for r in sel if r["split"] == "train"]
-            test = [r for r in sel if r["split"] == "test"]
-            px, nx = pooled(train, "x")
-            net = fit_probe(torch.cat([px, nx]).float(), torch.cat([torch.ones(len(px)), torch.zeros(len(nx))]), hidden)
-            with torch.no_grad():
-                entry[f"auc_probe_{name}"] = torch.tensor(
-                    [auc(net(r["needle_x"].float()).squeeze(-1), net(r["hay_x"].float()).squeeze(-1)) for r in test]
-                ).mean().item()
+        entry = summarise(sel, prompts)
         summary["by_length"]["all" if length is None else str(length)] = entry
         print(length or "all", json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in entry.items()}),
               flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "probe.json").write_text(json.dumps(summary, indent=1) + "\n")
-    lines = ["| prompts | records | needle tokens kept | whole needle kept | haystack kept | AUC NAMM scores "
-             "| AUC L2 | AUC linear probe | AUC MLP probe |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| prompts | needle tokens kept | whole needle kept | haystack kept | AUC NAMM | AUC NAMM local "
+             "| AUC L2 | probe linear 17 | probe MLP 17 | probe linear 25 | probe MLP 25 |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for key, e in summary["by_length"].items():
-        lines.append(f"| {key} | {e['records']} | {e['needle_survival']:.3f} | {e['needle_whole']:.3f} "
-                     f"| {e['haystack_survival']:.3f} | {e['auc_namm']:.3f} | {e['auc_l2']:.3f} "
-                     f"| {e['auc_probe_linear']:.3f} | {e['auc_probe_mlp']:.3f} |")
+        lines.append(f"| {key} ({e['prompts']}) | {e['needle_survival']:.2f} | {e['needle_whole']:.2f} "
+                     f"| {e['haystack_survival']:.2f} | {e['auc_namm']:.2f} | {e['auc_namm_local']:.2f} "
+                     f"| {e['auc_l2']:.2f} | " + " | ".join(f"{e[f'auc_probe_{n}']:.2f}" for n in PROBES) + " |")
     (out / "probe.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
+
+
+def collect_all(args, lengths: list[int], depths: list[float]) -> tuple[list[dict], list[dict]]:
+    model, tokenizer, _ = load_model(None, dtype=args.dtype)
+    attach(model)
+    policy = recording_policy(args.policy, checkpoint=args.checkpoint)
+    suite = NIAH(lengths=lengths, depths=depths)
+    gen = torch.Generator().manual_seed(0)
+    per_prompt, rows = [], []
+    for length in lengths:
+        for k, depth in enumerate(depths):
+            t0 = time.perf_counter()
+            sample = suite.make_sample("needle", tokenizer, length, depth)
+            recs, n_tok, needle, survival = collect(policy, model, tokenizer, sample, 512, args.haystack_per_head, gen)
+            split = "a" if k % 2 == 0 else "b"  # alternate depths: the probes' two folds
+            per_prompt.append({"length": length, "depth": depth, "tokens": n_tok, "needle_tokens": len(needle),
+                               "needle_first": int(needle.min()), "split": split, **survival})
+            for r in recs:
+                r.update(length=length, depth=depth, split=split, needle_lo=int(needle.min()),
+                         needle_hi=int(needle.max()))
+            rows.extend(recs)
+            print(f"needle {length} {depth}: {n_tok} tokens, needle at {int(needle.min())}-{int(needle.max())}, "
+                  f"{len(recs)} (update, layer, head) records, needle kept {survival['needle_survival']:.2f}, "
+                  f"haystack kept {survival['haystack_survival']:.2f}, {time.perf_counter() - t0:.0f}s", flush=True)
+    return per_prompt, rows
 
 
 if __name__ == "__main__":
