@@ -179,6 +179,46 @@ def probe_aucs(rows: list[dict]) -> None:
                                                  net(r["hay_x"][:, :dims].float()).squeeze(-1))
 
 
+def linear_mlp_params(weight: torch.Tensor, bias: float) -> torch.Tensor:
+    """``[1326]`` ``namm_mlp`` parameters whose score is the linear function ``weight . x + bias`` of the
+    inputs (``weight`` ``[d <= 25]``, zero-padded): the residual MLP with zero hidden weights is
+    ``h = x``, so its score is ``out_weight . x + out_bias``."""
+    from policies.namm.scorers import MLPScorer
+
+    scorer = MLPScorer()
+    tensors = {name: torch.zeros(shape) for name, shape in scorer.layout()}
+    tensors["out_weight"][0, :weight.numel()] = weight.float()
+    tensors["out_bias"][0] = float(bias)
+    return scorer.flatten(tensors)
+
+
+def save_linear_mlp(rows: list[dict], keep: float, source, path: str, dims: int = 17) -> dict:
+    """Fit the linear probe on every record (no fold held out), set its bias so that a fraction
+    ``keep`` of the sampled haystack scores >= 0 (``namm_mlp`` keeps what scores >= 0), and save it
+    as a ``namm_mlp`` checkpoint with the normalisation statistics and hyperparameters of ``source``
+    (the Checkpoint the records were made with). Returns the checkpoint's summary (the ``fitness`` sidecar)."""
+    from policies.namm.checkpoint import save_checkpoint
+
+    px = torch.cat([r["needle_x"] for r in rows])[:, :dims].float()
+    nx = torch.cat([r["hay_x"] for r in rows])[:, :dims].float()
+    net = fit_probe(torch.cat([px, nx]), torch.cat([torch.ones(len(px)), torch.zeros(len(nx))]), None)
+    weight, bias = net.weight.detach()[0], float(net.bias.detach()[0])
+    with torch.no_grad():
+        hay = nx @ weight + bias
+        shift = -float(torch.quantile(hay, 1.0 - keep))  # keep the top ``keep`` of the haystack
+        needle_kept = float(((px @ weight + bias + shift) >= 0).double().mean())
+    params = linear_mlp_params(weight, bias + shift)
+    info = {"made_by": "scripts/needle_probe.py --save-linear-mlp (a supervised linear probe, not fitted by CMA-ES)",
+            "probe_dims": dims, "haystack_kept_target": keep, "needle_tokens_kept_on_records": needle_kept,
+            "records": len(rows)}
+    save_checkpoint(path, architecture="mlp", params=params, norm_mean=source.norm_mean,
+                    norm_var=source.norm_var, hyperparameters=dict(source.hyperparameters),
+                    fitted_on={"model": "smollm2", "suite": "niah", "tasks": ["needle"], "generated_data": True,
+                               "labels": "needle tokens against haystack tokens"},
+                    fitness=info)
+    return info
+
+
 def near(r: dict) -> torch.Tensor:
     """``[n_haystack]`` bool: the record's haystack tokens within ``LOCAL`` positions of the needle."""
     distance = torch.maximum(r["needle_lo"] - r["hay_pos"], r["hay_pos"] - r["needle_hi"])
@@ -214,6 +254,10 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--records", default=None,
                     help="cache of the collected records (torch.save): read when it exists, else written")
+    ap.add_argument("--save-linear-mlp", default=None, metavar="PATH",
+                    help="also fit the 17-feature linear probe on every record and save it as a namm_mlp checkpoint")
+    ap.add_argument("--keep", type=float, default=0.5,
+                    help="with --save-linear-mlp: the fraction of the haystack its bias keeps (default 0.5)")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -232,6 +276,12 @@ def main(argv=None) -> int:
         if args.records:
             torch.save({"identity": identity, "prompts": per_prompt, "rows": rows}, args.records)
     probe_aucs(rows)
+    if args.save_linear_mlp:
+        from policies.namm.checkpoint import load_checkpoint
+
+        recorder = POLICIES[args.policy](checkpoint=args.checkpoint)
+        source = load_checkpoint(recorder.checkpoint or recorder._shipped())
+        print("linear probe as namm_mlp:", json.dumps(save_linear_mlp(rows, args.keep, source, args.save_linear_mlp)))
     summary = {**identity, "prompts": per_prompt, "by_length": {}}
     for length in lengths + [None]:
         sel = [r for r in rows if length is None or r["length"] == length]

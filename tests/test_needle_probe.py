@@ -61,3 +61,33 @@ def test_recorder_evicts_as_the_policy_and_observes_without_evicting():
     assert x.shape == (*positions.shape, 25) and scores.shape == keep.shape == l2.shape == positions.shape
     recorder.log, recorder.evict = [], False
     assert _run(recorder, ids) == [96] * layers
+
+
+def test_linear_mlp_params_score_the_linear_function():
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 40, 25)
+    weight, bias = torch.randn(17), 0.3
+    scores = SCORERS["mlp"]().score(x, None, probe.linear_mlp_params(weight, bias))  # [1, 3, 40]
+    torch.testing.assert_close(scores, x[..., :17] @ weight + bias, rtol=1e-5, atol=1e-5)
+
+
+def test_save_linear_mlp_keeps_the_target_fraction_and_loads_as_namm_mlp(tmp_path):
+    torch.manual_seed(0)
+    source = make_policy("namm_bam")  # the shipped checkpoint: its statistics travel to the new one
+    rows = []
+    for _ in range(6):  # needle tokens are shifted along feature 3 only: the probe must find it
+        needle, hay = torch.randn(20, 25), torch.randn(64, 25)
+        needle[:, 3] += 2.0
+        rows.append({"needle_x": needle, "hay_x": hay})
+    from policies.namm.checkpoint import load_checkpoint
+
+    info = probe.save_linear_mlp(rows, 0.4, load_checkpoint(source.checkpoint or source._shipped()),
+                                 str(tmp_path / "lin.safetensors"))
+    assert info["needle_tokens_kept_on_records"] > 0.8  # well separated: most needle tokens kept
+    policy = make_policy("namm_mlp", checkpoint=str(tmp_path / "lin.safetensors"))
+    torch.testing.assert_close(policy.norm_mean, source.norm_mean)
+    hay = torch.cat([r["hay_x"] for r in rows])[None, None]  # [1, 1, 384, 25]
+    kept = (policy.scorer.score(hay, None, policy.params) >= 0).double().mean()
+    assert abs(float(kept) - 0.4) < 0.01
+    w = policy.scorer.unflatten(policy.params)["out_weight"][0]
+    assert int(w.abs().argmax()) == 3 and float(w[17:].abs().max()) == 0.0
