@@ -29,6 +29,9 @@ haystack's. Then, per update after the needle arrived:
     python scripts/needle_probe.py --checkpoint PATH --policy namm_mlp --out DIR
 
 It writes ``DIR/probe.json`` (every number) and ``DIR/probe.md`` (the table). Generated data.
+``--save-linear-mlp PATH [--keep F]`` also writes the 17-feature linear probe, fitted on every record,
+as a ``namm_mlp`` checkpoint whose bias keeps a fraction F of the haystack: the needle ranking of
+these inputs as a runnable policy (supervised on the needle labels, so not a fitted NAMM).
 """
 
 from __future__ import annotations

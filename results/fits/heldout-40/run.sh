@@ -42,5 +42,5 @@ for C in $CACHE_SIZES; do
   fi
 done
 labels=()  # NAMM rows named by their run folder (default, or which fit and generation)
-for d in "$OUT"/*; do case ${d##*/} in namm_*|campaign*|mlp-campaign*) labels+=(--label "$d=NAMM ${d##*/}");; esac; done
+for d in "$OUT"/*; do case ${d##*/} in namm_*|campaign*|mlp-campaign*|linear*) labels+=(--label "$d=NAMM ${d##*/}");; esac; done
 "$PY" -m harness report "$OUT"/* "${labels[@]}" --out "results/fits/heldout-40/report-$SET" --no-figures
