@@ -46,7 +46,7 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
         "default: the policy's own (1024 tokens for h2o/l2/streaming)",
     )
     p.add_argument("--recent-window", type=int, help="newest tokens always kept by h2o/l2 (default: budget // 2)")
-    p.add_argument("--n-sink", type=int, help="attention-sink tokens kept by streaming (default: 4)")
+    p.add_argument("--n-sink", type=int, help="attention-sink tokens kept by streaming (default: 4) and by namm_* (default: 0, the paper's NAMM)")
     p.add_argument("--cache-mode", default="original", help="original (all heads keep the same count) or exact")
     p.add_argument("--policy-checkpoint", help="NAMM checkpoint (.safetensors with its .json sidecar)")
     p.add_argument("--namm-threshold", type=float, help="NAMM: evict tokens scoring below this (default 0; video suites: 5)")

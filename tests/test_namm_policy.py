@@ -62,6 +62,31 @@ def test_random_parameters_evict_by_threshold_and_keep_newest(mode):
     assert cache2.stats()[0]["logical"] < cache.stats()[0]["logical"]
 
 
+def _evict_all_mlp_params():
+    """namm_mlp parameters that score every token -1 (below the threshold 0): all are evicted."""
+    scorer = SCORERS["mlp"]()
+    tensors = {name: torch.zeros(shape) for name, shape in scorer.layout()}
+    tensors["out_bias"][0] = -1.0
+    return scorer.flatten(tensors)
+
+
+@pytest.mark.parametrize("mode", ["original", "exact"])
+def test_n_sink_keeps_the_first_positions(mode):
+    """n_sink (beyond the paper) keeps the first positions through every update; 0 (the default)
+    keeps only the newest token when every score is below the threshold."""
+    ids = torch.randint(0, 128, (1, 96), generator=torch.Generator().manual_seed(2))
+    for n_sink, expected in ((0, {95}), (3, {0, 1, 2, 95})):
+        policy = make_policy("namm_mlp", n_up=N_UP, params=_evict_all_mlp_params(), n_sink=n_sink)
+        assert policy.describe()["n_sink"] == n_sink
+        _, cache = run_tiny(policy, ids, mode)
+        for layer in cache.eviction_layers:
+            valid = layer.valid if layer.valid is not None else torch.ones_like(layer.positions, dtype=torch.bool)
+            for h in range(layer.positions.shape[1]):
+                assert set(layer.positions[0, h][valid[0, h].bool()].tolist()) == expected
+    with pytest.raises(ValueError, match="n_sink must be >= 0"):
+        make_policy("namm_mlp", params=_evict_all_mlp_params(), n_sink=-1)
+
+
 def test_batched_parameter_vectors_equal_separate_runs():
     """Batch element i of one prompt copied b times is scored with parameter vector i."""
     ids = torch.randint(0, 128, (1, 96), generator=torch.Generator().manual_seed(2))

@@ -47,8 +47,11 @@ class NAMMPolicy(Policy):
     norm_mean: torch.Tensor | None = field(default=None, repr=False)
     norm_var: torch.Tensor | None = field(default=None, repr=False)
     n_up: int = 512
+    n_sink: int = 0  # the first n_sink positions are always kept (0: the paper's NAMM; beyond the paper)
 
     def __post_init__(self):
+        if self.n_sink < 0:
+            raise ValueError(f"{self.name}: n_sink must be >= 0, got {self.n_sink}")
         self.scorer = SCORERS[self.architecture]()
         hyper = {}
         self.fitted_on: dict = {}  # from the checkpoint: what it was fitted on (reports' "Test tasks")
@@ -117,6 +120,8 @@ class NAMMPolicy(Policy):
         self.seconds["features"] += middle - start + self._streamed_s
         self.seconds["scorer"] += time.perf_counter() - middle
         scores = scores.masked_fill(view.positions == view.seen - 1, math.inf)  # the newest token stays
+        if self.n_sink:  # StreamingLLM's attention sinks stay (an option beyond the paper)
+            scores = scores.masked_fill(view.positions < self.n_sink, math.inf)
         return Selection(scores, (scores >= self.threshold) & view.valid)
 
     def token_inputs(self, view: LayerView) -> torch.Tensor | None:
@@ -159,6 +164,7 @@ class NAMMPolicy(Policy):
             "checkpoint_sha256": self.checkpoint_sha256,
             "threshold": self.threshold,
             "gamma": self.features.gamma,
+            "n_sink": self.n_sink,
             "n_params": self.scorer.n_params,
             "fitted_on": self.fitted_on,
         }

@@ -7,6 +7,7 @@
 #   CACHE_SIZES=0.42 bash results/fits/heldout-40/run.sh         # baselines at a NAMM's mean cache
 #   NAMMS="campaign2-best=namm_bam:results/fits/bam-campaign-2/stage1/best.safetensors" bash results/fits/heldout-40/run.sh
 #   MODEL=gemma bash results/fits/heldout-40/run.sh              # zero-shot transfer (runs/gemma/...)
+#   NAMM_ARGS="--n-sink 4" NAMMS=... bash results/fits/heldout-40/run.sh   # extra options for the NAMM runs
 #   DTYPE=float32 bash results/fits/heldout-40/run.sh            # fp32 weights (runs/smollm2-float32/...)
 # A list set empty (e.g. NAMMS="") runs none of it.
 # kvpress's own presses run in the kvpress environment (.venv-kvpress; see .ci/kvpress) when it exists.
@@ -31,7 +32,8 @@ run full --policy full
 for spec in $NAMMS; do
   label=${spec%%=*}; policy=${spec#*=}; ckpt=
   case $policy in *:*) ckpt=${policy#*:}; policy=${policy%%:*};; esac
-  if [ -n "$ckpt" ]; then run "$label" --policy "$policy" --policy-checkpoint "$ckpt"; else run "$label" --policy "$policy"; fi
+  # shellcheck disable=SC2086  # NAMM_ARGS: extra options for the NAMM runs, e.g. "--n-sink 4"
+  if [ -n "$ckpt" ]; then run "$label" --policy "$policy" --policy-checkpoint "$ckpt" ${NAMM_ARGS-}; else run "$label" --policy "$policy" ${NAMM_ARGS-}; fi
 done
 for C in $CACHE_SIZES; do
   for P in $BASELINES; do run "$P-cs$C" --policy "$P" --cache-size "$C"; done
