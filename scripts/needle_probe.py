@@ -54,6 +54,8 @@ from harness.generation import greedy_generate  # noqa: E402
 from harness.models import load_model  # noqa: E402
 from policies import POLICIES  # noqa: E402
 from policies.base import Selection  # noqa: E402
+from policies.namm.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from policies.namm.scorers import MLPScorer  # noqa: E402
 from tasks.niah import NEEDLE, NIAH  # noqa: E402
 
 
@@ -186,8 +188,6 @@ def linear_mlp_params(weight: torch.Tensor, bias: float) -> torch.Tensor:
     """``[1326]`` ``namm_mlp`` parameters whose score is the linear function ``weight . x + bias`` of the
     inputs (``weight`` ``[d <= 25]``, zero-padded): the residual MLP with zero hidden weights is
     ``h = x``, so its score is ``out_weight . x + out_bias``."""
-    from policies.namm.scorers import MLPScorer
-
     scorer = MLPScorer()
     tensors = {name: torch.zeros(shape) for name, shape in scorer.layout()}
     tensors["out_weight"][0, :weight.numel()] = weight.float()
@@ -200,8 +200,6 @@ def save_linear_mlp(rows: list[dict], keep: float, source, path: str, dims: int 
     ``keep`` of the sampled haystack scores >= 0 (``namm_mlp`` keeps what scores >= 0), and save it
     as a ``namm_mlp`` checkpoint with the normalisation statistics and hyperparameters of ``source``
     (the Checkpoint the records were made with). Returns the checkpoint's summary (the ``fitness`` sidecar)."""
-    from policies.namm.checkpoint import save_checkpoint
-
     px = torch.cat([r["needle_x"] for r in rows])[:, :dims].float()
     nx = torch.cat([r["hay_x"] for r in rows])[:, :dims].float()
     net = fit_probe(torch.cat([px, nx]), torch.cat([torch.ones(len(px)), torch.zeros(len(nx))]), None)
@@ -280,8 +278,6 @@ def main(argv=None) -> int:
             torch.save({"identity": identity, "prompts": per_prompt, "rows": rows}, args.records)
     probe_aucs(rows)
     if args.save_linear_mlp:
-        from policies.namm.checkpoint import load_checkpoint
-
         recorder = POLICIES[args.policy](checkpoint=args.checkpoint)
         source = load_checkpoint(recorder.checkpoint or recorder._shipped())
         print("linear probe as namm_mlp:", json.dumps(save_linear_mlp(rows, args.keep, source, args.save_linear_mlp)))

@@ -11,6 +11,7 @@ from harness.attention import attach
 from harness.cache import EvictionCache
 from harness.evaluate import format_prompt
 from policies import make_policy
+from policies.namm.checkpoint import load_checkpoint
 from policies.namm.scorers import SCORERS
 from tasks.niah import NEEDLE, NIAH
 
@@ -79,8 +80,6 @@ def test_save_linear_mlp_keeps_the_target_fraction_and_loads_as_namm_mlp(tmp_pat
         needle, hay = torch.randn(20, 25), torch.randn(64, 25)
         needle[:, 3] += 2.0
         rows.append({"needle_x": needle, "hay_x": hay})
-    from policies.namm.checkpoint import load_checkpoint
-
     info = probe.save_linear_mlp(rows, 0.4, load_checkpoint(source.checkpoint or source._shipped()),
                                  str(tmp_path / "lin.safetensors"))
     assert info["needle_tokens_kept_on_records"] > 0.8  # well separated: most needle tokens kept
